@@ -1,0 +1,248 @@
+// based_core/ops.h: the op interface every backend (CPU, CUDA) implements.
+//
+// Each op family has a plain parameter struct of pointers, sizes, leading
+// dimensions (row strides, in elements) and a dtype. All pointers point to
+// memory of the backend's device. Ops never allocate and never synchronise.
+// The math is SPEC.md's; the "computes:" line of each struct states it.
+//
+// Layouts (T = tokens in the call, row-major, row stride `ld_*`):
+//   residual      fp32 [T, d]
+//   activations   act dtype [T, C] (F32 on the CPU backend; BF16/F16/F32 on CUDA)
+//   LA state      S fp32 [slot][H][D][hd], z fp32 [slot][H][D], D = 1 + f + f^2
+//                 (feature-major: row 0 = order 0, rows 1..f = x_i/f^(1/4),
+//                  rows 1+f+f*i+j = x_i x_j/(sqrt2 sqrt f))
+//   SWA ring      act dtype K and V [slot][R][H][hd], R = ring_size >= window+1;
+//                 position p lives in row p % R, keys stored after RoPE
+//   conv tail     fp32 [slot][2][C]: a_{t-2}, a_{t-1} of the last token t seen
+//
+// "Prefill" ops process n_tokens consecutive tokens of ONE sequence whose
+// state pointers point at that sequence's slot, starting at absolute
+// position start_pos and continuing from the state already there (zeros for
+// a fresh sequence). "Decode" ops process one token for each of n_tokens
+// sequences; row i belongs to slot slots[i] at position positions[i], and the
+// state pointers are the bases of the [slot] arrays. slots/positions live in
+// device memory so that a decode step can be replayed from a CUDA graph.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "based_core/dtype.h"
+
+struct CUstream_st;
+
+namespace based_core {
+namespace ops {
+
+/// computes: out[t, :] = float(table[ids[t], :]); ids must be < vocab (checked by the caller).
+struct EmbeddingParams {
+  const int32_t* ids = nullptr;
+  int64_t n_tokens = 0;
+  const void* table = nullptr;  // [vocab, dim], dtype
+  DType dtype = DType::F32;
+  int64_t vocab = 0, dim = 0;
+  float* out = nullptr;  // fp32 [n_tokens, dim] (the residual stream)
+};
+
+/// computes: y[i, :] = x[r, :] * rsqrt(mean(x[r, :]^2) + eps) * weight, r = rows ? rows[i] : i,
+/// reduction in fp32, then cast to dtype.
+struct RmsNormParams {
+  const float* x = nullptr;  // fp32 [*, dim], row stride dim
+  const int32_t* rows = nullptr;  // optional gather of n_rows source rows (device memory)
+  const void* weight = nullptr;  // [dim], dtype
+  void* y = nullptr;  // [n_rows, dim], dtype
+  DType dtype = DType::F32;
+  int64_t n_rows = 0, dim = 0;
+  float eps = 1e-5f;
+};
+
+/// computes: Y[m, n] = (accumulate ? Y[m, n] : 0) + sum_k X[m, k] W[n, k] + (bias ? bias[n] : 0),
+/// fp32 accumulation. X, W, bias in in_dtype; Y in out_dtype (act dtype or F32).
+struct GemmParams {
+  const void* x = nullptr;
+  int64_t ldx = 0;
+  const void* w = nullptr;  // [n, k] row-major (PyTorch Linear layout), ld = k
+  const void* bias = nullptr;
+  DType in_dtype = DType::F32;
+  void* y = nullptr;
+  int64_t ldy = 0;
+  DType out_dtype = DType::F32;
+  bool accumulate = false;
+  int64_t m = 0, n = 0, k = 0;
+};
+
+/// Shapes shared by the linear-attention ops. q, k: [T, heads*feature_dim], v: [T, heads*head_dim].
+struct LinearAttentionShape {
+  int heads = 16;
+  int feature_dim = 16;  // f; D = 1 + f + f^2
+  int head_dim = 64;     // hd (value/output dim per head)
+  float eps = 1e-12f;
+  int64_t state_rows() const { return 1 + feature_dim + int64_t(feature_dim) * feature_dim; }
+};
+
+/// computes (per head, causal, diagonal included):
+///   S += sum_t phi(k_t) v_t^T, z += sum_t phi(k_t), and for every t
+///   y_t = (phi(q_t)^T S_t) / (phi(q_t)^T z_t + eps) with S_t, z_t including token t.
+/// phi is the Taylor map [1, x/f^(1/4), x_i x_j/(sqrt2 sqrt f)].
+struct LaPrefillParams {
+  LinearAttentionShape shape;
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  int64_t ld_q = 0, ld_k = 0, ld_v = 0;
+  void* y = nullptr;  // [T, heads*head_dim]
+  int64_t ld_y = 0;
+  DType dtype = DType::F32;
+  int64_t n_tokens = 0;
+  float* state_s = nullptr;  // this slot: [H][D][hd]
+  float* state_z = nullptr;  // this slot: [H][D]
+};
+
+/// computes, for row i (slot s = slots[i]): S_s += phi(k_i) v_i^T; z_s += phi(k_i);
+/// y_i = (phi(q_i)^T S_s) / (phi(q_i)^T z_s + eps). Update first, then read out.
+struct LaDecodeParams {
+  LinearAttentionShape shape;
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  int64_t ld_q = 0, ld_k = 0, ld_v = 0;
+  void* y = nullptr;
+  int64_t ld_y = 0;
+  DType dtype = DType::F32;
+  int64_t n_tokens = 0;
+  const int32_t* slots = nullptr;  // [n_tokens], device
+  float* state_s = nullptr;  // base: [slot][H][D][hd]
+  float* state_z = nullptr;  // base: [slot][H][D]
+};
+
+/// Shapes shared by the sliding-window attention ops. qkv rows hold q | k | v, each
+/// [heads*head_dim] head-major (the layout of the checkpoint's Wqkv output).
+struct SlidingWindowShape {
+  int heads = 16;
+  int head_dim = 64;
+  int window = 128;      // past tokens attended besides the current one (config W // 2)
+  int rotary_dim = 64;   // rotate-half RoPE over the first rotary_dim dims of q and k
+  float rope_base = 10000.f;
+  float scale = 0.125f;  // softmax scale, head_dim^-0.5
+  int ring_size = 129;   // R >= window + 1
+};
+
+/// computes: for token t at position p = start_pos + t, with q, k rotated at p:
+///   o_t = sum_{j = max(0, p - window)}^{p} softmax_j(q_p . k_j * scale) v_j
+/// Keys of positions < start_pos come from the ring (rows (j % R)); afterwards the ring
+/// holds the post-RoPE k and v of the last min(R, start_pos + n_tokens) positions.
+struct SwaPrefillParams {
+  SlidingWindowShape shape;
+  const void* qkv = nullptr;
+  int64_t ld_qkv = 0;
+  void* out = nullptr;  // [T, heads*head_dim]
+  int64_t ld_out = 0;
+  DType dtype = DType::F32;
+  int64_t n_tokens = 0;
+  int64_t start_pos = 0;
+  void* ring_k = nullptr;  // this slot: [R][H][hd], dtype
+  void* ring_v = nullptr;
+};
+
+/// computes, for row i (slot s, position p = positions[i]): rotate q_i, k_i at p; write
+/// k_i, v_i to ring row p % R of slot s; o_i = softmax attention of q_i over the ring rows
+/// of positions max(0, p - window) .. p.
+struct SwaDecodeParams {
+  SlidingWindowShape shape;
+  const void* qkv = nullptr;
+  int64_t ld_qkv = 0;
+  void* out = nullptr;
+  int64_t ld_out = 0;
+  DType dtype = DType::F32;
+  int64_t n_tokens = 0;
+  const int32_t* slots = nullptr;      // device
+  const int32_t* positions = nullptr;  // device
+  void* ring_k = nullptr;  // base: [slot][R][H][hd]
+  void* ring_v = nullptr;
+};
+
+/// computes (BaseConv, after in_proj): a = u[:, 0:C], g = u[:, C:2C],
+///   c_t = w[:,0] a_{t-2} + w[:,1] a_{t-1} + w[:,2] a_t   (a_{<0} = 0 or from the tail)
+///   y_t = SiLU(c_t) * g_t
+/// and leaves a_{T-2}, a_{T-1} (with the old tail where T < 2) in the tail.
+struct ConvPrefillParams {
+  const void* u = nullptr;  // [T, 2C], dtype
+  int64_t ld_u = 0;
+  const void* weight = nullptr;  // [C, 3], dtype
+  void* y = nullptr;  // [T, C], dtype
+  int64_t ld_y = 0;
+  DType dtype = DType::F32;
+  int64_t channels = 0;  // C = 2 * d_model
+  int64_t n_tokens = 0;
+  float* tail = nullptr;  // this slot: [2][C]
+};
+
+/// computes the same as ConvPrefillParams for one token per row i in slot slots[i].
+struct ConvDecodeParams {
+  const void* u = nullptr;
+  int64_t ld_u = 0;
+  const void* weight = nullptr;
+  void* y = nullptr;
+  int64_t ld_y = 0;
+  DType dtype = DType::F32;
+  int64_t channels = 0;
+  int64_t n_tokens = 0;
+  const int32_t* slots = nullptr;  // device
+  float* tail = nullptr;  // base: [slot][2][C]
+};
+
+/// computes: y[t, i] = u[t, i] * SiLU(u[t, n + i]) for i < n (value first, gate second).
+struct SwigluParams {
+  const void* u = nullptr;  // [T, 2n]
+  int64_t ld_u = 0;
+  void* y = nullptr;  // [T, n]
+  int64_t ld_y = 0;
+  DType dtype = DType::F32;
+  int64_t n = 0;
+  int64_t n_tokens = 0;
+};
+
+/// computes: out[i] = argmax_j logits[i, j] (lowest index on ties).
+struct ArgmaxParams {
+  const float* logits = nullptr;  // [rows, vocab] fp32
+  int64_t rows = 0, vocab = 0;
+  int32_t* out = nullptr;  // [rows], device
+};
+
+}  // namespace ops
+
+enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice };
+
+/// A backend owns a device and a stream and runs the ops on it. All calls are
+/// asynchronous with respect to the host except copies to the host and
+/// synchronize(). A backend is used by one thread at a time (a Session owns
+/// one stream's worth of work); the Model's weights are read-only and shared.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual Device device() const = 0;
+  /// The dtype activations use for a model of weight dtype `weights`.
+  virtual DType activation_dtype(DType weights) const = 0;
+
+  /// Allocates `bytes` of device memory. Throws OutOfMemory naming the size.
+  virtual void* allocate(std::size_t bytes) = 0;
+  virtual void deallocate(void* p) noexcept = 0;
+  virtual void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) = 0;
+  virtual void fill_zero(void* dst, std::size_t bytes) = 0;
+  virtual void synchronize() = 0;
+
+  virtual void embedding(const ops::EmbeddingParams& p) = 0;
+  virtual void rmsnorm(const ops::RmsNormParams& p) = 0;
+  virtual void gemm(const ops::GemmParams& p) = 0;
+  virtual void la_prefill(const ops::LaPrefillParams& p) = 0;
+  virtual void la_decode(const ops::LaDecodeParams& p) = 0;
+  virtual void swa_prefill(const ops::SwaPrefillParams& p) = 0;
+  virtual void swa_decode(const ops::SwaDecodeParams& p) = 0;
+  virtual void conv_prefill(const ops::ConvPrefillParams& p) = 0;
+  virtual void conv_decode(const ops::ConvDecodeParams& p) = 0;
+  virtual void swiglu(const ops::SwigluParams& p) = 0;
+  virtual void argmax(const ops::ArgmaxParams& p) = 0;
+};
+
+}  // namespace based_core

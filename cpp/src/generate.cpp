@@ -1,0 +1,103 @@
+// generate.cpp: the generation loop over a Session (prefill each prompt in
+// its own slot, then batched decode steps until every sequence stops).
+#include <algorithm>
+#include <string>
+
+#include "based_core/error.h"
+#include "based_core/session.h"
+
+namespace based_core {
+
+std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vector<int32_t>>& prompts,
+                                                    const GenerateOptions& options) {
+  options.sampling.validate();
+  const int64_t P = int64_t(prompts.size());
+  if (P == 0) return {};
+  if (P > options_.max_slots)
+    throw InvalidArgument("generate: " + std::to_string(P) + " prompts but the session has " +
+                          std::to_string(options_.max_slots) + " slots (max_batch)");
+  if (options.max_new_tokens < 0)
+    throw InvalidArgument("max_new_tokens: expected >= 0, got " + std::to_string(options.max_new_tokens));
+  for (int64_t i = 0; i < P; ++i) {
+    if (prompts[std::size_t(i)].empty())
+      throw InvalidArgument("prompt " + std::to_string(i) + " is empty (a prompt needs at least one token)");
+    check_tokens(prompts[std::size_t(i)].data(), int64_t(prompts[std::size_t(i)].size()));
+    if (options_.max_context > 0 &&
+        int64_t(prompts[std::size_t(i)].size()) + options.max_new_tokens > options_.max_context)
+      throw InvalidArgument("prompt " + std::to_string(i) + " (" + std::to_string(prompts[std::size_t(i)].size()) +
+                            " tokens) + max_new_tokens (" + std::to_string(options.max_new_tokens) +
+                            ") exceeds max_context=" + std::to_string(options_.max_context));
+  }
+  std::vector<std::vector<int32_t>> out(static_cast<std::size_t>(P));
+  if (options.max_new_tokens == 0) return out;
+
+  const ModelConfig& c = model_->config();
+  const int64_t V = c.vocab_size;  // padded columns are never sampled
+  const bool greedy = options.sampling.greedy();
+  std::vector<Sampler> samplers;
+  for (int64_t i = 0; i < P; ++i) samplers.emplace_back(options.sampling, uint64_t(i));
+  Tensor logits = Tensor::empty(be_, DType::F32, {P, V});
+  std::vector<float> host(greedy ? 0 : std::size_t(P * V));
+  std::vector<int32_t> picked(static_cast<std::size_t>(P));
+
+  // Picks one token for each of n rows of `logits`.
+  auto pick = [&](int64_t n, const std::vector<int32_t>& seq) {
+    if (greedy) {
+      ops::ArgmaxParams a;
+      a.logits = static_cast<const float*>(logits.data());
+      a.rows = n;
+      a.vocab = V;
+      a.out = argmax_out_;
+      be_->argmax(a);
+      be_->copy(picked.data(), argmax_out_, std::size_t(n) * 4, CopyKind::DeviceToHost);
+    } else {
+      be_->copy(host.data(), logits.data(), std::size_t(n * V) * 4, CopyKind::DeviceToHost);
+      for (int64_t i = 0; i < n; ++i)
+        picked[std::size_t(i)] = samplers[std::size_t(seq[std::size_t(i)])].sample(host.data() + i * V, V);
+    }
+  };
+
+  std::vector<int32_t> active;
+  auto accept = [&](int seq, int32_t tok) {
+    out[std::size_t(seq)].push_back(tok);
+    bool go = options.on_token ? options.on_token(seq, tok) : true;
+    bool stop = std::find(options.stop_tokens.begin(), options.stop_tokens.end(), tok) != options.stop_tokens.end();
+    if (go && !stop && int64_t(out[std::size_t(seq)].size()) < options.max_new_tokens) active.push_back(seq);
+  };
+
+  // Prefill: each prompt alone in its slot, so ragged prompts need no padding.
+  for (int64_t i = 0; i < P; ++i) {
+    reset(int(i));
+    const auto& pr = prompts[std::size_t(i)];
+    prefill_into(int(i), pr.data(), int64_t(pr.size()), LogitsMode::Last, static_cast<float*>(logits.data()), V);
+    pick(1, {int32_t(i)});
+    accept(int(i), picked[0]);
+  }
+
+  // Decode: one batched step over the sequences still running.
+  std::vector<int32_t> slots, tokens, pos, rows;
+  while (!active.empty()) {
+    slots = active;
+    active.clear();
+    const int64_t n = int64_t(slots.size());
+    tokens.resize(std::size_t(n));
+    pos.resize(std::size_t(n));
+    rows.resize(std::size_t(n));
+    for (int64_t i = 0; i < n; ++i) {
+      tokens[std::size_t(i)] = out[std::size_t(slots[std::size_t(i)])].back();
+      pos[std::size_t(i)] = int32_t(positions_[std::size_t(slots[std::size_t(i)])]);
+      rows[std::size_t(i)] = int32_t(i);
+    }
+    be_->copy(ids_, tokens.data(), std::size_t(n) * 4, CopyKind::HostToDevice);
+    be_->copy(slot_ids_, slots.data(), std::size_t(n) * 4, CopyKind::HostToDevice);
+    be_->copy(pos_ids_, pos.data(), std::size_t(n) * 4, CopyKind::HostToDevice);
+    forward(n, true, 0, 0);
+    for (int32_t s : slots) positions_[std::size_t(s)] += 1;
+    logits_rows(n, rows.data(), static_cast<float*>(logits.data()), V);
+    pick(n, slots);
+    for (int64_t i = 0; i < n; ++i) accept(slots[std::size_t(i)], picked[std::size_t(i)]);
+  }
+  return out;
+}
+
+}  // namespace based_core

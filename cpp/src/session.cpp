@@ -1,0 +1,486 @@
+// session.cpp: state slots, workspace, and the forward pass of BASED.
+#include "based_core/session.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
+#include <string>
+
+#include "based_core/backends.h"
+#include "based_core/error.h"
+
+namespace based_core {
+
+// Device pointers into one layer's share of the slot state (bases of [slot] arrays).
+struct Session::LayerState {
+  float* s = nullptr;  // LA: [slot][H][D][hd]
+  float* z = nullptr;  // LA: [slot][H][D]
+  void* ring_k = nullptr;  // SWA: [slot][R][H][hd]
+  void* ring_v = nullptr;
+  float* tail = nullptr;  // conv: [slot][2][C]
+  std::size_t bytes_per_slot[5] = {0, 0, 0, 0, 0};  // s, z, ring_k, ring_v, tail
+};
+
+namespace {
+
+ops::LinearAttentionShape la_shape(const ModelConfig& c) {
+  ops::LinearAttentionShape s;
+  s.heads = int(c.la_heads);
+  s.feature_dim = int(c.la_feature_dim);
+  s.head_dim = int(c.la_head_dim);
+  s.eps = c.la_eps;
+  return s;
+}
+
+ops::SlidingWindowShape swa_shape(const ModelConfig& c) {
+  ops::SlidingWindowShape s;
+  s.heads = int(c.n_head);
+  s.head_dim = int(c.head_dim);
+  s.window = int(c.swa_window);
+  s.rotary_dim = int(c.rotary_dim);
+  s.rope_base = c.rope_base;
+  s.scale = 1.0f / std::sqrt(float(c.head_dim));
+  s.ring_size = int(c.swa_window + 1);
+  return s;
+}
+
+}  // namespace
+
+Session::Session(std::shared_ptr<const Model> model, const SessionOptions& options)
+    : model_(std::move(model)), options_(options) {
+  if (!model_) throw InvalidArgument("Session: model is null");
+  if (options_.max_slots < 1 || options_.max_slots > (1 << 20))
+    throw InvalidArgument("max_slots: expected 1..1048576, got " + std::to_string(options_.max_slots));
+  if (options_.prefill_chunk < 1 || options_.prefill_chunk > (1 << 20))
+    throw InvalidArgument("prefill_chunk: expected 1..1048576, got " + std::to_string(options_.prefill_chunk));
+  if (options_.max_context < 0) throw InvalidArgument("max_context: expected >= 0 (0 = no limit)");
+  be_ = backend_for(model_->device());
+  const ModelConfig& c = model_->config();
+  const DType act = model_->activation_dtype();
+  const std::size_t as = dtype_size(act);
+  const std::size_t S = std::size_t(options_.max_slots);
+  max_rows_ = std::max<int64_t>(options_.prefill_chunk, options_.max_slots);
+
+  // Work out every size first so an out-of-memory error can state the total.
+  states_.resize(std::size_t(c.n_layer));
+  for (int64_t i = 0; i < c.n_layer; ++i) {
+    LayerState& st = states_[std::size_t(i)];
+    switch (c.layers[std::size_t(i)]) {
+      case LayerKind::LinearAttention: {
+        int64_t D = la_shape(c).state_rows();
+        st.bytes_per_slot[0] = std::size_t(c.la_heads * D * c.la_head_dim) * 4;
+        st.bytes_per_slot[1] = std::size_t(c.la_heads * D) * 4;
+        break;
+      }
+      case LayerKind::SlidingWindow:
+        st.bytes_per_slot[2] = st.bytes_per_slot[3] = std::size_t((c.swa_window + 1) * c.d_model) * as;
+        break;
+      case LayerKind::Conv:
+        st.bytes_per_slot[4] = std::size_t(2 * c.conv_channels) * 4;
+        break;
+    }
+    for (std::size_t b : st.bytes_per_slot) slot_bytes_ += b;
+  }
+  const int64_t qk = 2 * c.la_heads * c.la_feature_dim;
+  big_cols_ = std::max({2 * c.conv_channels, qk + c.d_model, 3 * c.d_model, 2 * c.n_inner});
+  mid_cols_ = std::max({c.conv_channels, c.d_model, c.n_inner});
+  const std::size_t R = std::size_t(max_rows_);
+  std::size_t work = R * std::size_t(c.d_model) * (4 + as) + R * std::size_t(big_cols_ + mid_cols_) * as +
+                     R * 5 * 4 + std::size_t(options_.max_slots) * std::size_t(c.vocab_size) * 4;
+  const double total = double(slot_bytes_) * double(S) + double(work);
+
+  auto alloc = [&](std::size_t bytes) -> void* {
+    try {
+      void* p = be_->allocate(bytes ? bytes : 1);
+      buffers_.push_back(p);
+      return p;
+    } catch (const OutOfMemory& e) {
+      for (void* q : buffers_) be_->deallocate(q);
+      buffers_.clear();
+      throw OutOfMemory("Session: cannot allocate " + std::to_string(size_t(total / 1048576.0)) + " MiB (" +
+                        std::to_string(options_.max_slots) + " slots x " + std::to_string(slot_bytes_ / 1024) +
+                        " KiB of state + " + std::to_string(work / 1048576) + " MiB workspace) on " +
+                        model_->device().str() + ": " + e.what());
+    }
+  };
+  for (LayerState& st : states_) {
+    if (st.bytes_per_slot[0]) st.s = static_cast<float*>(alloc(st.bytes_per_slot[0] * S));
+    if (st.bytes_per_slot[1]) st.z = static_cast<float*>(alloc(st.bytes_per_slot[1] * S));
+    if (st.bytes_per_slot[2]) st.ring_k = alloc(st.bytes_per_slot[2] * S);
+    if (st.bytes_per_slot[3]) st.ring_v = alloc(st.bytes_per_slot[3] * S);
+    if (st.bytes_per_slot[4]) st.tail = static_cast<float*>(alloc(st.bytes_per_slot[4] * S));
+  }
+  resid_ = static_cast<float*>(alloc(R * std::size_t(c.d_model) * 4));
+  xnorm_ = alloc(R * std::size_t(c.d_model) * as);
+  big_ = alloc(R * std::size_t(big_cols_) * as);
+  mid_ = alloc(R * std::size_t(mid_cols_) * as);
+  ids_ = static_cast<int32_t*>(alloc(R * 4));
+  slot_ids_ = static_cast<int32_t*>(alloc(R * 4));
+  pos_ids_ = static_cast<int32_t*>(alloc(R * 4));
+  rows_ = static_cast<int32_t*>(alloc(R * 4));
+  argmax_out_ = static_cast<int32_t*>(alloc(R * 4));
+  positions_.assign(S, 0);
+  reset_all();
+}
+
+Session::~Session() {
+  for (void* p : buffers_) be_->deallocate(p);
+}
+
+void Session::check_slot(int slot, const char* what) const {
+  if (slot < 0 || slot >= options_.max_slots)
+    throw OutOfRange(std::string(what) + ": slot " + std::to_string(slot) + " out of range [0, " +
+                     std::to_string(options_.max_slots) + ")");
+}
+
+void Session::check_tokens(const int32_t* tokens, int64_t n) const {
+  const int64_t V = model_->config().vocab_size;
+  for (int64_t i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= V)
+      throw OutOfRange("token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                       " is out of range [0, " + std::to_string(V) + ") (the model's vocab_size)");
+}
+
+void Session::check_growth(int slot, int64_t n) const {
+  if (options_.max_context > 0 && positions_[std::size_t(slot)] + n > options_.max_context)
+    throw InvalidArgument("slot " + std::to_string(slot) + " would reach " +
+                          std::to_string(positions_[std::size_t(slot)] + n) + " tokens, past max_context=" +
+                          std::to_string(options_.max_context));
+}
+
+int64_t Session::position(int slot) const {
+  check_slot(slot, "position");
+  return positions_[std::size_t(slot)];
+}
+
+void Session::reset(int slot) {
+  check_slot(slot, "reset");
+  for (LayerState& st : states_) {
+    void* bases[5] = {st.s, st.z, st.ring_k, st.ring_v, st.tail};
+    for (int b = 0; b < 5; ++b)
+      if (bases[b])
+        be_->fill_zero(static_cast<uint8_t*>(bases[b]) + st.bytes_per_slot[b] * std::size_t(slot), st.bytes_per_slot[b]);
+  }
+  positions_[std::size_t(slot)] = 0;
+}
+
+void Session::reset_all() {
+  for (LayerState& st : states_) {
+    void* bases[5] = {st.s, st.z, st.ring_k, st.ring_v, st.tail};
+    for (int b = 0; b < 5; ++b)
+      if (bases[b]) be_->fill_zero(bases[b], st.bytes_per_slot[b] * std::size_t(options_.max_slots));
+  }
+  std::fill(positions_.begin(), positions_.end(), 0);
+}
+
+void Session::forward(int64_t T, bool decode, int slot, int64_t start) {
+  const Model& m = *model_;
+  const ModelConfig& c = m.config();
+  const DType act = m.activation_dtype();
+  const DType wt = m.weight_dtype();
+  const int64_t d = c.d_model;
+  const std::size_t as = dtype_size(act);
+
+  ops::EmbeddingParams ep;
+  ep.ids = ids_;
+  ep.n_tokens = T;
+  ep.table = m.embedding();
+  ep.dtype = wt;
+  ep.vocab = c.vocab_padded;
+  ep.dim = d;
+  ep.out = resid_;
+  be_->embedding(ep);
+
+  auto norm = [&](const void* w) {
+    ops::RmsNormParams p;
+    p.x = resid_;
+    p.weight = w;
+    p.y = xnorm_;
+    p.dtype = act;
+    p.n_rows = T;
+    p.dim = d;
+    p.eps = c.norm_eps;
+    be_->rmsnorm(p);
+  };
+  auto gemm = [&](const void* x, int64_t ldx, const void* w, const void* bias, void* y, int64_t ldy, DType out,
+                  bool acc, int64_t n, int64_t k) {
+    ops::GemmParams g;
+    g.x = x;
+    g.ldx = ldx;
+    g.w = w;
+    g.bias = bias;
+    g.in_dtype = act;
+    g.y = y;
+    g.ldy = ldy;
+    g.out_dtype = out;
+    g.accumulate = acc;
+    g.m = T;
+    g.n = n;
+    g.k = k;
+    be_->gemm(g);
+  };
+
+  for (int64_t li = 0; li < c.n_layer; ++li) {
+    const LayerWeights& L = m.layer(li);
+    LayerState& st = states_[std::size_t(li)];
+    norm(L.norm1);
+    gemm(xnorm_, d, L.mix_in, L.mix_in_bias, big_, big_cols_, act, false, L.mix_in_rows, d);
+    const std::size_t slot_off = std::size_t(slot);
+    switch (L.kind) {
+      case LayerKind::Conv: {
+        const int64_t C = c.conv_channels;
+        if (decode) {
+          ops::ConvDecodeParams p;
+          p.u = big_; p.ld_u = big_cols_; p.weight = L.conv; p.y = mid_; p.ld_y = mid_cols_;
+          p.dtype = act; p.channels = C; p.n_tokens = T; p.slots = slot_ids_; p.tail = st.tail;
+          be_->conv_decode(p);
+        } else {
+          ops::ConvPrefillParams p;
+          p.u = big_; p.ld_u = big_cols_; p.weight = L.conv; p.y = mid_; p.ld_y = mid_cols_;
+          p.dtype = act; p.channels = C; p.n_tokens = T; p.tail = st.tail + slot_off * std::size_t(2 * C);
+          be_->conv_prefill(p);
+        }
+        break;
+      }
+      case LayerKind::LinearAttention: {
+        const int64_t qk = c.la_heads * c.la_feature_dim;
+        const uint8_t* base = static_cast<const uint8_t*>(big_);
+        if (decode) {
+          ops::LaDecodeParams p;
+          p.shape = la_shape(c);
+          p.q = base; p.k = base + std::size_t(qk) * as; p.v = base + std::size_t(2 * qk) * as;
+          p.ld_q = p.ld_k = p.ld_v = big_cols_;
+          p.y = mid_; p.ld_y = mid_cols_; p.dtype = act; p.n_tokens = T; p.slots = slot_ids_;
+          p.state_s = st.s; p.state_z = st.z;
+          be_->la_decode(p);
+        } else {
+          ops::LaPrefillParams p;
+          p.shape = la_shape(c);
+          p.q = base; p.k = base + std::size_t(qk) * as; p.v = base + std::size_t(2 * qk) * as;
+          p.ld_q = p.ld_k = p.ld_v = big_cols_;
+          p.y = mid_; p.ld_y = mid_cols_; p.dtype = act; p.n_tokens = T;
+          p.state_s = st.s + slot_off * (st.bytes_per_slot[0] / 4);
+          p.state_z = st.z + slot_off * (st.bytes_per_slot[1] / 4);
+          be_->la_prefill(p);
+        }
+        break;
+      }
+      case LayerKind::SlidingWindow: {
+        if (decode) {
+          ops::SwaDecodeParams p;
+          p.shape = swa_shape(c);
+          p.qkv = big_; p.ld_qkv = big_cols_; p.out = mid_; p.ld_out = mid_cols_; p.dtype = act;
+          p.n_tokens = T; p.slots = slot_ids_; p.positions = pos_ids_;
+          p.ring_k = st.ring_k; p.ring_v = st.ring_v;
+          be_->swa_decode(p);
+        } else {
+          ops::SwaPrefillParams p;
+          p.shape = swa_shape(c);
+          p.qkv = big_; p.ld_qkv = big_cols_; p.out = mid_; p.ld_out = mid_cols_; p.dtype = act;
+          p.n_tokens = T; p.start_pos = start;
+          p.ring_k = static_cast<uint8_t*>(st.ring_k) + slot_off * st.bytes_per_slot[2];
+          p.ring_v = static_cast<uint8_t*>(st.ring_v) + slot_off * st.bytes_per_slot[3];
+          be_->swa_prefill(p);
+        }
+        break;
+      }
+    }
+    // The residual stream stays fp32: out_proj accumulates straight into it.
+    gemm(mid_, mid_cols_, L.mix_out, L.mix_out_bias, resid_, d, DType::F32, true, d, L.mix_out_cols);
+    norm(L.norm2);
+    gemm(xnorm_, d, L.fc1, nullptr, big_, big_cols_, act, false, 2 * c.n_inner, d);
+    ops::SwigluParams sp;
+    sp.u = big_; sp.ld_u = big_cols_; sp.y = mid_; sp.ld_y = mid_cols_; sp.dtype = act; sp.n = c.n_inner; sp.n_tokens = T;
+    be_->swiglu(sp);
+    gemm(mid_, mid_cols_, L.fc2, nullptr, resid_, d, DType::F32, true, d, c.n_inner);
+  }
+}
+
+// Final norm of the chosen residual rows and the tied LM head into `out` (fp32, device).
+void Session::logits_rows(int64_t n_rows, const int32_t* rows_host, float* out, int64_t n_cols) {
+  const Model& m = *model_;
+  const ModelConfig& c = m.config();
+  be_->copy(rows_, rows_host, std::size_t(n_rows) * 4, CopyKind::HostToDevice);
+  ops::RmsNormParams p;
+  p.x = resid_;
+  p.rows = rows_;
+  p.weight = m.final_norm();
+  p.y = xnorm_;
+  p.dtype = m.activation_dtype();
+  p.n_rows = n_rows;
+  p.dim = c.d_model;
+  p.eps = c.norm_eps;
+  be_->rmsnorm(p);
+  ops::GemmParams g;
+  g.x = xnorm_;
+  g.ldx = c.d_model;
+  g.w = m.embedding();
+  g.in_dtype = m.activation_dtype();
+  g.y = out;
+  g.ldy = n_cols;
+  g.out_dtype = DType::F32;
+  g.m = n_rows;
+  g.n = n_cols;
+  g.k = c.d_model;
+  be_->gemm(g);
+}
+
+void Session::prefill_into(int slot, const int32_t* tokens, int64_t n, LogitsMode mode, float* out, int64_t V) {
+  std::vector<int32_t> rows;
+  for (int64_t done = 0; done < n;) {
+    const int64_t T = std::min<int64_t>(options_.prefill_chunk, n - done);
+    be_->copy(ids_, tokens + done, std::size_t(T) * 4, CopyKind::HostToDevice);
+    forward(T, false, slot, positions_[std::size_t(slot)]);
+    positions_[std::size_t(slot)] += T;
+    if (mode == LogitsMode::All) {
+      rows.resize(std::size_t(T));
+      for (int64_t i = 0; i < T; ++i) rows[std::size_t(i)] = int32_t(i);
+      logits_rows(T, rows.data(), out + done * V, V);
+    } else if (mode == LogitsMode::Last && done + T == n) {
+      int32_t last = int32_t(T - 1);
+      logits_rows(1, &last, out, V);
+    }
+    done += T;
+  }
+}
+
+Tensor Session::prefill(int slot, const int32_t* tokens, int64_t n, LogitsMode mode) {
+  check_slot(slot, "prefill");
+  if (n < 1) throw InvalidArgument("prefill: empty token list (a prompt needs at least one token)");
+  if (!tokens) throw InvalidArgument("prefill: tokens is null");
+  check_tokens(tokens, n);
+  check_growth(slot, n);
+  const int64_t V = model_->config().vocab_padded;
+  Tensor out;
+  if (mode == LogitsMode::All) out = Tensor::empty(be_, DType::F32, {n, V});
+  if (mode == LogitsMode::Last) out = Tensor::empty(be_, DType::F32, {1, V});
+  prefill_into(slot, tokens, n, mode, static_cast<float*>(out.data()), V);
+  return out;
+}
+
+Tensor Session::logits(const std::vector<std::vector<int32_t>>& batch) {
+  if (batch.empty()) throw InvalidArgument("logits: empty batch");
+  const int64_t L = int64_t(batch[0].size());
+  if (L < 1) throw InvalidArgument("logits: sequences must have at least one token");
+  for (std::size_t b = 0; b < batch.size(); ++b) {
+    if (int64_t(batch[b].size()) != L)
+      throw InvalidArgument("logits: sequence " + std::to_string(b) + " has " + std::to_string(batch[b].size()) +
+                            " tokens but sequence 0 has " + std::to_string(L) + " (use generate() for ragged prompts)");
+    check_tokens(batch[b].data(), L);
+  }
+  const int64_t V = model_->config().vocab_padded;
+  Tensor out = Tensor::empty(be_, DType::F32, {int64_t(batch.size()), L, V});
+  for (std::size_t b = 0; b < batch.size(); ++b) {
+    reset(0);
+    check_growth(0, L);
+    prefill_into(0, batch[b].data(), L, LogitsMode::All, static_cast<float*>(out.data()) + int64_t(b) * L * V, V);
+  }
+  return out;
+}
+
+Tensor Session::decode(const int32_t* slots, const int32_t* tokens, int64_t n) {
+  if (n < 1) throw InvalidArgument("decode: no rows");
+  if (n > options_.max_slots)
+    throw InvalidArgument("decode: " + std::to_string(n) + " rows but the session has " +
+                          std::to_string(options_.max_slots) + " slots");
+  std::set<int> seen;
+  std::vector<int32_t> pos(static_cast<std::size_t>(n)), rows(static_cast<std::size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    check_slot(slots[i], "decode");
+    if (!seen.insert(slots[i]).second)
+      throw InvalidArgument("decode: slot " + std::to_string(slots[i]) + " appears twice in one step");
+    check_growth(slots[i], 1);
+    if (positions_[std::size_t(slots[i])] >= (int64_t(1) << 31) - 1)
+      throw InvalidArgument("decode: slot " + std::to_string(slots[i]) + " reached the 2^31 position limit");
+    pos[std::size_t(i)] = int32_t(positions_[std::size_t(slots[i])]);
+    rows[std::size_t(i)] = int32_t(i);
+  }
+  check_tokens(tokens, n);
+  be_->copy(ids_, tokens, std::size_t(n) * 4, CopyKind::HostToDevice);
+  be_->copy(slot_ids_, slots, std::size_t(n) * 4, CopyKind::HostToDevice);
+  be_->copy(pos_ids_, pos.data(), std::size_t(n) * 4, CopyKind::HostToDevice);
+  forward(n, true, 0, 0);
+  for (int64_t i = 0; i < n; ++i) positions_[std::size_t(slots[i])] += 1;
+  const int64_t V = model_->config().vocab_padded;
+  Tensor out = Tensor::empty(be_, DType::F32, {n, V});
+  logits_rows(n, rows.data(), static_cast<float*>(out.data()), V);
+  return out;
+}
+
+void Session::copy_slot(int src, int dst) {
+  check_slot(src, "copy_slot");
+  check_slot(dst, "copy_slot");
+  if (src == dst) return;
+  for (LayerState& st : states_) {
+    void* bases[5] = {st.s, st.z, st.ring_k, st.ring_v, st.tail};
+    for (int b = 0; b < 5; ++b) {
+      if (!bases[b]) continue;
+      uint8_t* base = static_cast<uint8_t*>(bases[b]);
+      be_->copy(base + st.bytes_per_slot[b] * std::size_t(dst), base + st.bytes_per_slot[b] * std::size_t(src),
+                st.bytes_per_slot[b], CopyKind::DeviceToDevice);
+    }
+  }
+  positions_[std::size_t(dst)] = positions_[std::size_t(src)];
+}
+
+namespace {
+const char kSlotMagic[8] = {'B', 'C', 'S', 'L', 'O', 'T', '0', '1'};
+struct SlotHeader {
+  char magic[8];
+  uint64_t slot_bytes;
+  int64_t n_layer, d_model;
+  int32_t act_dtype, pad;
+  int64_t position;
+};
+}  // namespace
+
+std::vector<uint8_t> Session::save_slot(int slot) const {
+  check_slot(slot, "save_slot");
+  SlotHeader h{};
+  std::memcpy(h.magic, kSlotMagic, 8);
+  h.slot_bytes = slot_bytes_;
+  h.n_layer = model_->config().n_layer;
+  h.d_model = model_->config().d_model;
+  h.act_dtype = int32_t(model_->activation_dtype());
+  h.position = positions_[std::size_t(slot)];
+  std::vector<uint8_t> out(sizeof(h) + slot_bytes_);
+  std::memcpy(out.data(), &h, sizeof(h));
+  std::size_t off = sizeof(h);
+  for (const LayerState& st : states_) {
+    const void* bases[5] = {st.s, st.z, st.ring_k, st.ring_v, st.tail};
+    for (int b = 0; b < 5; ++b) {
+      if (!bases[b]) continue;
+      be_->copy(out.data() + off, static_cast<const uint8_t*>(bases[b]) + st.bytes_per_slot[b] * std::size_t(slot),
+                st.bytes_per_slot[b], CopyKind::DeviceToHost);
+      off += st.bytes_per_slot[b];
+    }
+  }
+  return out;
+}
+
+void Session::load_slot(int slot, const std::vector<uint8_t>& bytes) {
+  check_slot(slot, "load_slot");
+  SlotHeader h{};
+  if (bytes.size() != sizeof(h) + slot_bytes_)
+    throw InvalidArgument("load_slot: expected " + std::to_string(sizeof(h) + slot_bytes_) + " bytes, got " +
+                          std::to_string(bytes.size()) + " (saved from a different model, dtype or version?)");
+  std::memcpy(&h, bytes.data(), sizeof(h));
+  if (std::memcmp(h.magic, kSlotMagic, 8) != 0 || h.slot_bytes != slot_bytes_ ||
+      h.n_layer != model_->config().n_layer || h.d_model != model_->config().d_model ||
+      h.act_dtype != int32_t(model_->activation_dtype()) || h.position < 0)
+    throw InvalidArgument("load_slot: the bytes were not saved from a session of this model config and dtype");
+  std::size_t off = sizeof(h);
+  for (LayerState& st : states_) {
+    void* bases[5] = {st.s, st.z, st.ring_k, st.ring_v, st.tail};
+    for (int b = 0; b < 5; ++b) {
+      if (!bases[b]) continue;
+      be_->copy(static_cast<uint8_t*>(bases[b]) + st.bytes_per_slot[b] * std::size_t(slot), bytes.data() + off,
+                st.bytes_per_slot[b], CopyKind::HostToDevice);
+      off += st.bytes_per_slot[b];
+    }
+  }
+  positions_[std::size_t(slot)] = h.position;
+}
+
+}  // namespace based_core

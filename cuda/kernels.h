@@ -1,0 +1,46 @@
+// kernels.h: the host-callable launch API of the CUDA kernels (one function per op).
+//
+// Every launcher takes the op's parameter struct from based_core/ops.h and a stream,
+// enqueues its kernel(s) and returns the launch status. Launchers never allocate,
+// synchronise or throw; CudaBackend checks the parameters before calling them (the
+// launchers only re-check what would make a kernel read out of bounds and return
+// cudaErrorInvalidValue then).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "based_core/ops.h"
+
+namespace based_core {
+namespace cuda {
+
+// elementwise.cu
+cudaError_t launch_embedding(const ops::EmbeddingParams& p, cudaStream_t stream);
+cudaError_t launch_rmsnorm(const ops::RmsNormParams& p, cudaStream_t stream);
+cudaError_t launch_swiglu(const ops::SwigluParams& p, cudaStream_t stream);
+/// y[m, n] += float(bias[n]) for an fp32 y with row stride ldy (the GEMM's bias when
+/// cuBLASLt has no epilogue for the dtype pair).
+cudaError_t launch_add_bias_f32(float* y, int64_t ldy, const void* bias, DType bias_dtype,
+                                int64_t m, int64_t n, cudaStream_t stream);
+
+// argmax.cu
+cudaError_t launch_argmax(const ops::ArgmaxParams& p, cudaStream_t stream);
+
+// short_conv.cu
+cudaError_t launch_conv_prefill(const ops::ConvPrefillParams& p, cudaStream_t stream);
+cudaError_t launch_conv_decode(const ops::ConvDecodeParams& p, cudaStream_t stream);
+
+// sliding_window_prefill.cu / sliding_window_decode.cu
+cudaError_t launch_swa_prefill(const ops::SwaPrefillParams& p, cudaStream_t stream);
+cudaError_t launch_swa_decode(const ops::SwaDecodeParams& p, cudaStream_t stream);
+
+// linear_attention_prefill.cu / linear_attention_decode.cu
+cudaError_t launch_la_prefill(const ops::LaPrefillParams& p, cudaStream_t stream);
+cudaError_t launch_la_decode(const ops::LaDecodeParams& p, cudaStream_t stream);
+
+/// Largest head_dim the attention kernels support (SWA and LA), and largest feature_dim.
+constexpr int kMaxHeadDim = 128;
+constexpr int kMaxFeatureDim = 16;
+
+}  // namespace cuda
+}  // namespace based_core

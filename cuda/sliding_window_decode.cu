@@ -1,0 +1,123 @@
+// sliding_window_decode.cu: one decode step of sliding-window attention per row (SPEC 2.2).
+//
+// One CTA (128 threads) per (row, head): rotate q and k at the row's absolute position, put
+// k and v into ring row p % R of the row's slot, then attend q over the ring rows of
+// positions max(0, p - window) .. p. Writing first and reading everything back from the ring
+// (R >= window + 1, so the new row aliases no row in the band) gives the current key the
+// same dtype rounding as prefill keys.
+#include "kernels.h"
+#include "sliding_window_common.cuh"
+
+namespace based_core {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 128;
+
+struct SwaDecodeArgs {
+  const void* qkv;
+  int64_t ld_qkv;
+  void* out;
+  int64_t ld_out;
+  const int32_t* slots;
+  const int32_t* positions;
+  void* ring_k;
+  void* ring_v;
+  int heads, hd, rd, window, ring;
+  float base, scale_log2;
+};
+
+// computes: ring[p % R] <- (rot_p(k_i), v_i); o_i = sum_{j=max(0,p-w)}^{p} softmax_j(rot_p(q_i) .
+// k_j * scale) v_j over the ring rows of slot slots[i] (SPEC 2.2, decode).
+template <class T>
+__global__ void __launch_bounds__(kThreads) swa_decode_kernel(SwaDecodeArgs a) {
+  extern __shared__ __align__(16) float smem[];
+  const int hd = a.hd, H = a.heads, half = a.rd >> 1;
+  float* qs = smem;       // [hd] rotated q * scale * log2(e)
+  float* sc = smem + hd;  // [window + 1] scores, then probabilities
+  __shared__ float scratch[33];
+
+  const int64_t i = blockIdx.x;
+  const int h = blockIdx.y;
+  const int64_t slot = a.slots[i];
+  const int64_t p = a.positions[i];
+  const T* row = static_cast<const T*>(a.qkv) + i * a.ld_qkv;
+  T* ring_k = static_cast<T*>(a.ring_k) + slot * a.ring * H * int64_t(hd);
+  T* ring_v = static_cast<T*>(a.ring_v) + slot * a.ring * H * int64_t(hd);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+
+  {
+    const int64_t r = ((p % a.ring) * H + h) * int64_t(hd);
+    for (int d = tid; d < hd; d += kThreads) {
+      const float f = d < a.rd ? rope_inv_freq(d < half ? d : d - half, a.rd, a.base) : 0.f;
+      qs[d] = rope_value(row + int64_t(h) * hd, d, a.rd, f, p) * a.scale_log2;
+      ring_k[r + d] = from_f<T>(rope_value(row + int64_t(H + h) * hd, d, a.rd, f, p));
+      ring_v[r + d] = row[int64_t(2 * H + h) * hd + d];
+    }
+  }
+  __syncthreads();  // the new ring row and qs are visible to the whole CTA
+
+  const int nk = int(p < a.window ? p : a.window) + 1;
+  const int64_t j0 = p - nk + 1;
+  for (int kk = warp; kk < nk; kk += kThreads / 32) {
+    const T* kr = ring_k + (((j0 + kk) % a.ring) * H + h) * int64_t(hd);
+    float acc = 0.f;
+    for (int d = lane; d < hd; d += 32) acc = fmaf(qs[d], to_f(kr[d]), acc);
+    acc = warp_sum(acc);
+    if (lane == 0) sc[kk] = acc;
+  }
+  __syncthreads();
+
+  float mx = -INFINITY;
+  for (int kk = 0; kk < nk; ++kk) mx = fmaxf(mx, sc[kk]);
+  __syncthreads();  // everyone has read the raw scores
+  float ls = 0.f;
+  for (int kk = tid; kk < nk; kk += kThreads) {
+    const float pj = exp2f(sc[kk] - mx);
+    sc[kk] = pj;
+    ls += pj;
+  }
+  const float inv = 1.f / block_sum(ls, scratch);  // block_sum also publishes sc[]
+
+  T* out = static_cast<T*>(a.out) + i * a.ld_out + int64_t(h) * hd;
+  for (int d = tid; d < hd; d += kThreads) {
+    float acc0 = 0.f, acc1 = 0.f;
+    int kk = 0;
+    for (; kk + 1 < nk; kk += 2) {
+      const T* v0 = ring_v + (((j0 + kk) % a.ring) * H + h) * int64_t(hd);
+      const T* v1 = ring_v + (((j0 + kk + 1) % a.ring) * H + h) * int64_t(hd);
+      acc0 = fmaf(sc[kk], to_f(v0[d]), acc0);
+      acc1 = fmaf(sc[kk + 1], to_f(v1[d]), acc1);
+    }
+    if (kk < nk) {
+      const T* v0 = ring_v + (((j0 + kk) % a.ring) * H + h) * int64_t(hd);
+      acc0 = fmaf(sc[kk], to_f(v0[d]), acc0);
+    }
+    out[d] = from_f<T>((acc0 + acc1) * inv);
+  }
+}
+
+}  // namespace
+
+cudaError_t launch_swa_decode(const ops::SwaDecodeParams& p, cudaStream_t stream) {
+  const ops::SlidingWindowShape& s = p.shape;
+  if (p.n_tokens <= 0) return cudaSuccess;
+  if (s.head_dim <= 0 || s.head_dim > kMaxHeadDim || s.rotary_dim < 0 || s.rotary_dim % 2 ||
+      s.rotary_dim > s.head_dim || s.window < 0 || s.ring_size < s.window + 1 || s.heads <= 0 ||
+      s.heads > 65535)
+    return cudaErrorInvalidValue;
+  const int smem = int(sizeof(float)) * (s.head_dim + s.window + 1);
+  if (smem > 48 * 1024) return cudaErrorInvalidValue;
+  SwaDecodeArgs a{p.qkv, p.ld_qkv, p.out, p.ld_out, p.slots, p.positions, p.ring_k, p.ring_v,
+                  s.heads, s.head_dim, s.rotary_dim, s.window, s.ring_size, s.rope_base,
+                  s.scale * kLog2e};
+  return dispatch_act_dtype(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const dim3 grid(unsigned(p.n_tokens), unsigned(s.heads));
+    swa_decode_kernel<T><<<grid, kThreads, smem, stream>>>(a);
+    return cudaGetLastError();
+  });
+}
+
+}  // namespace cuda
+}  // namespace based_core

@@ -1,0 +1,295 @@
+"""Loading a model folder and running it: the public Python contract.
+
+Python only orchestrates here: finding files, reading a pytorch_model.bin
+through torch, the tokenizer, and argument conversion. Every forward pass,
+state update and sampling step runs in the native core.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from . import _core
+from ._core import CheckpointError
+from .tokenizer import load_tokenizer
+
+_DTYPES = ("bfloat16", "float16", "float32")
+
+
+def _default_device() -> str:
+    return "cuda" if _core.cuda_available() else "cpu"
+
+
+def _progress_bar(enabled: bool, desc: str):
+    """A tqdm byte counter as a (done, total) callback, or None."""
+    if not enabled:
+        return None, None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is a dependency, but never fail a load over a progress bar
+        return None, None
+    state = {"bar": None, "last": 0}
+
+    def update(done: int, total: int) -> None:
+        if state["bar"] is None:
+            # Small models load in a blink: no bar under 64 MiB.
+            if total < (64 << 20):
+                state["bar"] = False
+            else:
+                state["bar"] = tqdm(total=total, unit="B", unit_scale=True, desc=desc, leave=False)
+        if state["bar"]:
+            state["bar"].update(done - state["last"])
+            state["last"] = done
+
+    def close() -> None:
+        if state["bar"]:
+            state["bar"].close()
+
+    return update, close
+
+
+def _read_bin(path: str) -> dict:
+    """Reads a torch pickle checkpoint as CPU tensors (safe loader, memory-mapped)."""
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(
+            f"{path}: reading pytorch_model.bin needs torch (pip install torch), or convert the folder once on a "
+            f"machine with torch: `based-core convert {os.path.dirname(path)}`"
+        ) from None
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # a truncated or corrupt pickle
+        raise CheckpointError(f"{path}: cannot read the torch checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{path}: expected a state dict, got {type(sd).__name__}")
+    if "state_dict" in sd and isinstance(sd["state_dict"], dict):  # a Lightning checkpoint
+        sd = sd["state_dict"]
+    out = {}
+    for k, v in sd.items():
+        if isinstance(v, torch.Tensor):
+            out[k] = v.detach().contiguous()
+    return out
+
+
+def load(
+    path: str,
+    device: Optional[str] = None,
+    dtype: str = "bfloat16",
+    tokenizer: Optional[str] = None,
+    progress: bool = True,
+) -> "Model":
+    """Loads a BASED model folder in the authors' released layout.
+
+    path: a folder with config.json and model.safetensors (memory-mapped) or
+        pytorch_model.bin (read through torch).
+    device: "cuda", "cuda:N" or "cpu"; default cuda when available.
+    dtype: "bfloat16" (default), "float16" or "float32". The CPU backend
+        computes in fp32 from weights rounded to this dtype.
+    tokenizer: a tokenizer.json path; by default tokenizer.json in the folder
+        when present (the released folders have none: pass the GPT-2 one).
+    progress: show a progress bar for large loads.
+    """
+    if device is None:
+        device = _default_device()
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype: expected one of {_DTYPES}, got {dtype!r}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a folder path, got {type(path).__name__}")
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"path: no such folder: {path!r}")
+    cfg_path = os.path.join(path, "config.json")
+    if not os.path.isfile(cfg_path):
+        raise CheckpointError(f"{path}: no config.json in this folder")
+    update, close = _progress_bar(progress, f"loading {os.path.basename(os.path.abspath(path))}")
+    try:
+        if os.path.isfile(os.path.join(path, "model.safetensors")):
+            native = _core.NativeModel.load(path, device=device, dtype=dtype, progress=update)
+        elif os.path.isfile(os.path.join(path, "pytorch_model.bin")):
+            with open(cfg_path, encoding="utf-8") as f:
+                config = _core.ModelConfig.from_json(f.read())
+            weights = _read_bin(os.path.join(path, "pytorch_model.bin"))
+            native = _core.NativeModel.from_weights(config, weights, device=device, dtype=dtype, progress=update)
+        else:
+            raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin in this folder")
+    finally:
+        if close:
+            close()
+    tok = None
+    tok_path = tokenizer or (os.path.join(path, "tokenizer.json") if os.path.isfile(os.path.join(path, "tokenizer.json")) else None)
+    if tok_path:
+        tok = load_tokenizer(tok_path)
+    return Model(native, path=path, tokenizer=tok)
+
+
+def _token_rows(tokens) -> np.ndarray:
+    """Converts token ids (list, numpy, torch, ...) to an int64 numpy array."""
+    if hasattr(tokens, "__dlpack__") and not isinstance(tokens, np.ndarray):
+        from .tensors import to_numpy
+
+        tokens = to_numpy(tokens)
+    arr = np.asarray(tokens)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+        raise TypeError(f"tokens: expected integer token ids, got an array of {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _prompt_lists(prompts) -> list:
+    if isinstance(prompts, (str, bytes)):
+        raise TypeError("prompts: expected a list of token-id lists, got a string (use generate_text for text)")
+    out = []
+    for i, p in enumerate(prompts):
+        if isinstance(p, (int, np.integer)):
+            raise TypeError("prompts: expected a list of token-id lists; wrap a single prompt as [prompt]")
+        ids = [int(t) for t in p]
+        out.append(ids)
+    return out
+
+
+class Session:
+    """Step-wise control over state slots (see based_core::Session in C++).
+
+    Each slot holds one sequence's recurrent state (constant size). Use one
+    Session from one thread at a time.
+    """
+
+    def __init__(self, model: "Model", max_batch: int = 1, prefill_chunk: int = 512, max_context: int = 0):
+        self.model = model
+        self._s = _core.NativeSession(model._native, max_slots=max_batch, prefill_chunk=prefill_chunk, max_context=max_context)
+
+    @property
+    def max_batch(self) -> int:
+        return self._s.max_slots
+
+    @property
+    def state_bytes_per_slot(self) -> int:
+        return self._s.state_bytes_per_slot
+
+    def prefill(self, slot: int, tokens, logits: str = "last"):
+        """Appends tokens to the sequence in `slot`; returns fp32 logits [1, V]
+        ('last'), [n, V] ('all') or None ('none')."""
+        return self._s.prefill(slot, _token_rows(tokens), logits)
+
+    def decode(self, slots: Sequence[int], tokens: Sequence[int]):
+        """Appends one token to each slot; returns fp32 logits [len(slots), V]."""
+        return self._s.decode([int(s) for s in slots], [int(t) for t in tokens])
+
+    def position(self, slot: int) -> int:
+        return self._s.position(slot)
+
+    def reset(self, slot: Optional[int] = None) -> None:
+        """Empties one slot, or all of them."""
+        if slot is None:
+            self._s.reset_all()
+        else:
+            self._s.reset(slot)
+
+    def copy_slot(self, src: int, dst: int) -> None:
+        self._s.copy_slot(src, dst)
+
+    def save_slot(self, slot: int) -> bytes:
+        return self._s.save_slot(slot)
+
+    def load_slot(self, slot: int, data: bytes) -> None:
+        self._s.load_slot(slot, data)
+
+    def generate(self, prompts, max_new_tokens: int = 16, temperature: float = 0.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: Optional[int] = None, stop_tokens: Iterable[int] = (), on_token=None):
+        """Same as Model.generate, in this session's slots 0..len(prompts)-1."""
+        if seed is None:
+            seed = int.from_bytes(os.urandom(8), "little") if temperature > 0 else 0
+        return self._s.generate(_prompt_lists(prompts), int(max_new_tokens), float(temperature), int(top_k),
+                                float(top_p), int(seed) & (2**64 - 1), [int(t) for t in stop_tokens], on_token)
+
+
+class Model:
+    """A loaded BASED model. Thread-safe: concurrent calls get separate sessions."""
+
+    def __init__(self, native, path: Optional[str] = None, tokenizer=None):
+        self._native = native
+        self.path = path
+        self.tokenizer = tokenizer
+        self._lock = threading.Lock()
+        self._cached: Optional[Session] = None
+
+    @property
+    def config(self):
+        return self._native.config
+
+    @property
+    def device(self) -> str:
+        return self._native.device
+
+    @property
+    def dtype(self) -> str:
+        return self._native.dtype
+
+    @property
+    def vocab_size(self) -> int:
+        return self._native.config.vocab_size
+
+    @property
+    def weight_bytes(self) -> int:
+        return self._native.weight_bytes
+
+    def __repr__(self) -> str:
+        return f"based_core.Model({self.path!r}, device={self.device!r}, dtype={self.dtype!r}: {self.config.summary()})"
+
+    def session(self, max_batch: int = 1, prefill_chunk: int = 512, max_context: int = 0) -> Session:
+        """A new Session with `max_batch` state slots."""
+        return Session(self, max_batch=max_batch, prefill_chunk=prefill_chunk, max_context=max_context)
+
+    def _with_session(self, slots: int, fn):
+        # Reuse one cached session when free; concurrent callers get their own.
+        if self._lock.acquire(blocking=False):
+            try:
+                if self._cached is None or self._cached.max_batch < slots:
+                    self._cached = None  # free the old state before allocating more
+                    self._cached = self.session(max_batch=slots)
+                return fn(self._cached)
+            finally:
+                self._lock.release()
+        return fn(self.session(max_batch=slots))
+
+    def logits(self, tokens):
+        """Logits of every position: tokens [B, L] -> fp32 tensor [B, L, vocab_padded];
+        tokens [L] -> [L, vocab_padded]. Each row is run alone from an empty state."""
+        arr = _token_rows(tokens)
+        if arr.ndim not in (1, 2):
+            raise ValueError(f"tokens: expected a [L] or [B, L] array, got {arr.ndim} dimensions")
+        if arr.size == 0:
+            raise ValueError("tokens: empty (a sequence needs at least one token)")
+        return self._with_session(1, lambda s: s._s.logits(arr))
+
+    def generate(self, prompts, max_new_tokens: int = 16, temperature: float = 0.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: Optional[int] = None, stop_tokens: Iterable[int] = (), on_token=None):
+        """Generates new tokens for each prompt (a list of token-id lists, ragged).
+
+        Greedy by default; temperature > 0 samples (top_k, top_p, seeded per
+        sequence so a prompt gives the same tokens alone or batched). A sequence
+        stops after a token in stop_tokens (which is kept) or max_new_tokens.
+        Returns a list of lists of the new tokens.
+        """
+        plist = _prompt_lists(prompts)
+        if not plist:
+            return []
+        return self._with_session(
+            len(plist),
+            lambda s: s.generate(plist, max_new_tokens, temperature, top_k, top_p, seed, stop_tokens, on_token),
+        )
+
+    def generate_text(self, prompts, max_new_tokens: int = 16, **kwargs):
+        """Text in, text out through the model's tokenizer (generate's options apply)."""
+        if self.tokenizer is None:
+            raise ValueError("generate_text: this model has no tokenizer (pass tokenizer= to based_core.load)")
+        single = isinstance(prompts, str)
+        texts = [prompts] if single else list(prompts)
+        ids = [self.tokenizer.encode(t) for t in texts]
+        outs = self.generate(ids, max_new_tokens=max_new_tokens, **kwargs)
+        dec = [self.tokenizer.decode(o) for o in outs]
+        return dec[0] if single else dec
