@@ -80,6 +80,40 @@ NB_MODULE(_core, m) {
     return d;
   });
 
+  nb::class_<Tensor>(m, "Tensor",
+                     "A result tensor on the model's device (shares memory, freed when the last user goes).\n"
+                     "Pass it to torch.from_dlpack / np.from_dlpack / cupy.from_dlpack, or based_core.to_numpy.")
+      .def_prop_ro("shape", [](const Tensor& t) {
+        nb::list l;
+        for (int64_t d : t.shape()) l.append(d);
+        return nb::tuple(l);
+      })
+      .def_prop_ro("dtype", [](const Tensor& t) { return std::string(dtype_name(t.dtype())); })
+      .def_prop_ro("device", [](const Tensor& t) { return t.device().str(); })
+      .def_prop_ro("nbytes", &Tensor::nbytes)
+      .def_prop_ro("ndim", [](const Tensor& t) { return t.shape().size(); })
+      .def("__len__", [](const Tensor& t) { return t.shape().empty() ? 0 : t.shape()[0]; })
+      .def(
+          "__dlpack__",
+          [](const Tensor& t, nb::kwargs kwargs) { return py::as_ndarray(t).attr("__dlpack__")(**kwargs); },
+          "kwargs"_a, "DLPack export; the data is complete when the tensor is returned, on any stream.")
+      .def("__dlpack_device__", [](const Tensor& t) {
+        return nb::make_tuple(t.device().is_cuda() ? 2 : 1, t.device().index);
+      })
+      .def("numpy", [](const Tensor& t) { return py::to_numpy(nb::cast<AnyArray>(py::as_ndarray(t))); },
+           "A host numpy copy (bfloat16 becomes float32).")
+      .def(
+          "__array__",
+          [](const Tensor& t, nb::object dtype, nb::object copy) {
+            nb::object a = py::to_numpy(nb::cast<AnyArray>(py::as_ndarray(t)));
+            return dtype.is_none() ? a : a.attr("astype")(dtype);
+          },
+          "dtype"_a = nb::none(), "copy"_a = nb::none())
+      .def("__repr__", [](const Tensor& t) {
+        return "based_core.Tensor(shape=" + shape_str(t.shape()) + ", dtype=" + dtype_name(t.dtype()) +
+               ", device=" + t.device().str() + ")";
+      });
+
   nb::class_<ModelConfig>(m, "ModelConfig", "A parsed config.json (SPEC.md 1.5).")
       .def_static("from_json", &ModelConfig::from_json, "text"_a)
       .def_ro("d_model", &ModelConfig::d_model)

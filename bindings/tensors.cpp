@@ -48,7 +48,7 @@ void require_contiguous(const AnyArray& a, const char* arg) {
   }
 }
 
-nb::object to_python(const Tensor& t) {
+nb::object as_ndarray(const Tensor& t) {
   nb::dlpack::dtype dt;
   switch (t.dtype()) {
     case DType::F32: dt = nb::dtype<float>(); break;
@@ -68,6 +68,8 @@ nb::object to_python(const Tensor& t) {
                                  t.device().index);
   return nb::cast(arr, nb::rv_policy::reference);
 }
+
+nb::object to_python(const Tensor& t) { return nb::cast(t); }
 
 nb::object to_numpy(const AnyArray& a) {
   require_contiguous(a, "t");

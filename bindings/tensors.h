@@ -24,8 +24,10 @@ Device device_of(const AnyArray& a, const char* arg);
 void require_contiguous(const AnyArray& a, const char* arg);
 std::vector<int64_t> shape_of(const AnyArray& a);
 
-/// Wraps a Tensor as a DLPack-capable ndarray object sharing its memory.
+/// A Tensor as a based_core.Tensor object (shares the memory).
 nb::object to_python(const Tensor& t);
+/// A Tensor as nanobind's DLPack-capable ndarray object sharing its memory.
+nb::object as_ndarray(const Tensor& t);
 
 /// Copies any contiguous DLPack array (host or CUDA) to a new numpy array;
 /// bfloat16 is widened to float32 (numpy has no bfloat16).

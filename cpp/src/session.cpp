@@ -356,6 +356,7 @@ Tensor Session::prefill(int slot, const int32_t* tokens, int64_t n, LogitsMode m
   if (mode == LogitsMode::All) out = Tensor::empty(be_, DType::F32, {n, V});
   if (mode == LogitsMode::Last) out = Tensor::empty(be_, DType::F32, {1, V});
   prefill_into(slot, tokens, n, mode, static_cast<float*>(out.data()), V);
+  be_->synchronize();  // results are complete when returned, usable on any stream
   return out;
 }
 
@@ -376,6 +377,7 @@ Tensor Session::logits(const std::vector<std::vector<int32_t>>& batch) {
     check_growth(0, L);
     prefill_into(0, batch[b].data(), L, LogitsMode::All, static_cast<float*>(out.data()) + int64_t(b) * L * V, V);
   }
+  be_->synchronize();
   return out;
 }
 
@@ -405,6 +407,7 @@ Tensor Session::decode(const int32_t* slots, const int32_t* tokens, int64_t n) {
   const int64_t V = model_->config().vocab_padded;
   Tensor out = Tensor::empty(be_, DType::F32, {n, V});
   logits_rows(n, rows.data(), static_cast<float*>(out.data()), V);
+  be_->synchronize();
   return out;
 }
 

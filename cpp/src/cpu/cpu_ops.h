@@ -38,8 +38,8 @@ inline void require(bool cond, const char* op, const std::string& what) {
 // weights at load time), so any other dtype is a caller bug, not a conversion to do.
 inline void require_f32(DType t, const char* op, const char* field) {
   if (t != DType::F32)
-    throw TypeMismatch(std::string(op) + ": " + field + " must be float32 on the CPU backend, got " +
-                       dtype_name(t));
+    throw TypeMismatch(std::string(op) + ": " + field +
+                       " must be float32 on the CPU backend, got " + dtype_name(t));
 }
 
 // Non-null pointer required whenever the op has work to do.

@@ -1,0 +1,282 @@
+// cuda_backend.cpp: CudaBackend: memory, copies, and parameter checks in front of the kernels.
+#include "cuda_backend.h"
+
+#include <cstdint>
+#include <string>
+
+#include "gemm_cublaslt.h"
+#include "kernels.h"
+
+namespace based_core {
+namespace cuda {
+
+void throw_cuda_error(cudaError_t err, const char* call, const char* file, int line) {
+  cudaGetLastError();  // clear a non-sticky error so that the backend stays usable
+  throw CudaError(std::string(call) + " failed: " + cudaGetErrorName(err) + ": " +
+                  cudaGetErrorString(err) + " (" + file + ":" + std::to_string(line) + ")");
+}
+
+namespace {
+
+void require(bool ok, const char* op, const std::string& what) {
+  if (!ok) throw InvalidArgument(std::string(op) + ": " + what);
+}
+
+void require_act(DType t, const char* op) {
+  if (t != DType::F32 && t != DType::F16 && t != DType::BF16)
+    throw TypeMismatch(std::string(op) + ": dtype must be float32, float16 or bfloat16, got " +
+                       dtype_name(t));
+}
+
+std::string num(int64_t v) { return std::to_string(v); }
+
+void check_swa_shape(const ops::SlidingWindowShape& s, const char* op) {
+  require(s.heads > 0 && s.heads <= 65535, op, "heads must be in [1, 65535], got " + num(s.heads));
+  require(s.head_dim > 0 && s.head_dim <= kMaxHeadDim, op,
+          "head_dim must be in [1, " + num(kMaxHeadDim) + "], got " + num(s.head_dim));
+  require(s.rotary_dim >= 0 && s.rotary_dim % 2 == 0 && s.rotary_dim <= s.head_dim, op,
+          "rotary_dim must be even and <= head_dim, got " + num(s.rotary_dim));
+  require(s.window >= 0 && s.window <= 8192, op, "window must be in [0, 8192], got " + num(s.window));
+  require(s.ring_size >= s.window + 1, op,
+          "ring_size must be >= window + 1, got " + num(s.ring_size) + " for window " +
+              num(s.window));
+}
+
+void check_la_shape(const ops::LinearAttentionShape& s, const char* op) {
+  require(s.heads > 0 && s.heads <= 65535, op, "heads must be in [1, 65535], got " + num(s.heads));
+  require(s.feature_dim > 0 && s.feature_dim <= kMaxFeatureDim, op,
+          "feature_dim must be in [1, " + num(kMaxFeatureDim) + "], got " + num(s.feature_dim));
+  require(s.head_dim > 0 && s.head_dim <= kMaxHeadDim && s.head_dim % 4 == 0, op,
+          "head_dim must be a multiple of 4 in [4, " + num(kMaxHeadDim) + "], got " +
+              num(s.head_dim));
+}
+
+}  // namespace
+
+CudaBackend::CudaBackend(int device) : device_(device) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) throw_cuda_error(e, "cudaGetDeviceCount(&count)", __FILE__, __LINE__);
+  if (device < 0 || device >= count)
+    throw CudaError("cuda:" + std::to_string(device) + ": no such device (" +
+                    std::to_string(count) + " visible)");
+  ensure_device();
+  BASED_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  try {
+    gemm_ = std::make_unique<GemmCublasLt>(stream_);
+  } catch (...) {
+    cudaStreamDestroy(stream_);
+    throw;
+  }
+}
+
+CudaBackend::~CudaBackend() {
+  int cur = -1;
+  cudaGetDevice(&cur);
+  if (cur != device_) cudaSetDevice(device_);
+  if (stream_) cudaStreamSynchronize(stream_);
+  gemm_.reset();
+  if (stream_) cudaStreamDestroy(stream_);
+  cudaGetLastError();
+  if (cur >= 0 && cur != device_) cudaSetDevice(cur);
+}
+
+void CudaBackend::ensure_device() const {
+  int cur = -1;
+  BASED_CUDA_CHECK(cudaGetDevice(&cur));
+  if (cur != device_) BASED_CUDA_CHECK(cudaSetDevice(device_));
+}
+
+void CudaBackend::check_launch(cudaError_t err, const char* op) const {
+  if (err == cudaSuccess) return;
+  cudaGetLastError();
+  throw CudaError(std::string(op) + ": kernel launch failed: " + cudaGetErrorName(err) + ": " +
+                  cudaGetErrorString(err));
+}
+
+DType CudaBackend::activation_dtype(DType weights) const {
+  require_act(weights, "activation_dtype");
+  return weights;
+}
+
+void* CudaBackend::allocate(std::size_t bytes) {
+  ensure_device();
+  void* p = nullptr;
+  const cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
+  if (e == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    std::size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    cudaGetLastError();
+    throw OutOfMemory("CUDA out of memory: cudaMalloc of " + std::to_string(bytes) + " bytes (" +
+                      std::to_string(bytes >> 20) + " MiB) failed on cuda:" +
+                      std::to_string(device_) + " (" + std::to_string(free_b >> 20) + " MiB free of " +
+                      std::to_string(total_b >> 20) + " MiB)");
+  }
+  if (e != cudaSuccess) throw_cuda_error(e, "cudaMalloc(&p, bytes)", __FILE__, __LINE__);
+  return p;
+}
+
+void CudaBackend::deallocate(void* p) noexcept {
+  if (!p) return;
+  int cur = -1;
+  cudaGetDevice(&cur);
+  if (cur != device_) cudaSetDevice(device_);
+  cudaFree(p);
+  cudaGetLastError();
+}
+
+void CudaBackend::copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) {
+  if (bytes == 0) return;
+  require(dst != nullptr && src != nullptr, "copy", "null pointer");
+  ensure_device();
+  const cudaMemcpyKind k = kind == CopyKind::HostToDevice   ? cudaMemcpyHostToDevice
+                           : kind == CopyKind::DeviceToHost ? cudaMemcpyDeviceToHost
+                                                            : cudaMemcpyDeviceToDevice;
+  BASED_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, k, stream_));
+  if (kind == CopyKind::DeviceToHost) BASED_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::fill_zero(void* dst, std::size_t bytes) {
+  if (bytes == 0) return;
+  require(dst != nullptr, "fill_zero", "null pointer");
+  ensure_device();
+  BASED_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, stream_));
+}
+
+void CudaBackend::synchronize() {
+  ensure_device();
+  BASED_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::embedding(const ops::EmbeddingParams& p) {
+  if (p.n_tokens == 0) return;
+  require_act(p.dtype, "embedding");
+  require(p.n_tokens > 0 && p.dim > 0 && p.vocab > 0, "embedding", "bad sizes");
+  require(p.ids && p.table && p.out, "embedding", "null pointer");
+  ensure_device();
+  check_launch(launch_embedding(p, stream_), "embedding");
+}
+
+void CudaBackend::rmsnorm(const ops::RmsNormParams& p) {
+  if (p.n_rows == 0) return;
+  require_act(p.dtype, "rmsnorm");
+  require(p.n_rows > 0 && p.dim > 0, "rmsnorm", "bad sizes");
+  require(p.x && p.weight && p.y, "rmsnorm", "null pointer");
+  ensure_device();
+  check_launch(launch_rmsnorm(p, stream_), "rmsnorm");
+}
+
+void CudaBackend::gemm(const ops::GemmParams& p) {
+  if (p.m == 0 || p.n == 0) return;
+  require_act(p.in_dtype, "gemm");
+  require_act(p.out_dtype, "gemm");
+  require(p.out_dtype == p.in_dtype || p.out_dtype == DType::F32, "gemm",
+          std::string("out_dtype must be in_dtype or float32, got ") + dtype_name(p.out_dtype));
+  require(p.m > 0 && p.n > 0 && p.k > 0, "gemm",
+          "m, n, k must be positive, got " + num(p.m) + ", " + num(p.n) + ", " + num(p.k));
+  require(p.ldx >= p.k && p.ldy >= p.n, "gemm",
+          "ldx must be >= k and ldy >= n, got ldx " + num(p.ldx) + ", ldy " + num(p.ldy));
+  require(p.x && p.w && p.y, "gemm", "null pointer");
+  ensure_device();
+  gemm_->run(p);
+}
+
+void CudaBackend::la_prefill(const ops::LaPrefillParams& p) {
+  if (p.n_tokens == 0) return;
+  require_act(p.dtype, "la_prefill");
+  check_la_shape(p.shape, "la_prefill");
+  require(p.n_tokens > 0, "la_prefill", "n_tokens must be positive");
+  const int64_t hf = int64_t(p.shape.heads) * p.shape.feature_dim,
+                hv = int64_t(p.shape.heads) * p.shape.head_dim;
+  require(p.ld_q >= hf && p.ld_k >= hf && p.ld_v >= hv && p.ld_y >= hv, "la_prefill",
+          "row strides too small for the shape");
+  require(p.q && p.k && p.v && p.y && p.state_s && p.state_z, "la_prefill", "null pointer");
+  ensure_device();
+  check_launch(launch_la_prefill(p, stream_), "la_prefill");
+}
+
+void CudaBackend::la_decode(const ops::LaDecodeParams& p) {
+  if (p.n_tokens == 0) return;
+  require_act(p.dtype, "la_decode");
+  check_la_shape(p.shape, "la_decode");
+  require(p.n_tokens > 0 && p.n_tokens <= 0x7fffffff, "la_decode", "bad n_tokens");
+  const int64_t hf = int64_t(p.shape.heads) * p.shape.feature_dim,
+                hv = int64_t(p.shape.heads) * p.shape.head_dim;
+  require(p.ld_q >= hf && p.ld_k >= hf && p.ld_v >= hv && p.ld_y >= hv, "la_decode",
+          "row strides too small for the shape");
+  require(p.q && p.k && p.v && p.y && p.slots && p.state_s && p.state_z, "la_decode",
+          "null pointer");
+  require(reinterpret_cast<std::uintptr_t>(p.state_s) % 16 == 0, "la_decode", "state_s must be 16-byte aligned");
+  ensure_device();
+  check_launch(launch_la_decode(p, stream_), "la_decode");
+}
+
+void CudaBackend::swa_prefill(const ops::SwaPrefillParams& p) {
+  if (p.n_tokens == 0) return;
+  require_act(p.dtype, "swa_prefill");
+  check_swa_shape(p.shape, "swa_prefill");
+  require(p.n_tokens > 0 && p.start_pos >= 0, "swa_prefill", "bad n_tokens or start_pos");
+  const int64_t hd = int64_t(p.shape.heads) * p.shape.head_dim;
+  require(p.ld_qkv >= 3 * hd && p.ld_out >= hd, "swa_prefill", "row strides too small for the shape");
+  require(p.qkv && p.out && p.ring_k && p.ring_v, "swa_prefill", "null pointer");
+  ensure_device();
+  check_launch(launch_swa_prefill(p, stream_), "swa_prefill");
+}
+
+void CudaBackend::swa_decode(const ops::SwaDecodeParams& p) {
+  if (p.n_tokens == 0) return;
+  require_act(p.dtype, "swa_decode");
+  check_swa_shape(p.shape, "swa_decode");
+  require(p.n_tokens > 0 && p.n_tokens <= 0x7fffffff, "swa_decode", "bad n_tokens");
+  const int64_t hd = int64_t(p.shape.heads) * p.shape.head_dim;
+  require(p.ld_qkv >= 3 * hd && p.ld_out >= hd, "swa_decode", "row strides too small for the shape");
+  require(p.qkv && p.out && p.slots && p.positions && p.ring_k && p.ring_v, "swa_decode",
+          "null pointer");
+  ensure_device();
+  check_launch(launch_swa_decode(p, stream_), "swa_decode");
+}
+
+void CudaBackend::conv_prefill(const ops::ConvPrefillParams& p) {
+  if (p.n_tokens == 0) return;
+  require_act(p.dtype, "conv_prefill");
+  require(p.n_tokens > 0 && p.channels > 0, "conv_prefill", "bad sizes");
+  require(p.ld_u >= 2 * p.channels && p.ld_y >= p.channels, "conv_prefill",
+          "row strides too small for the channels");
+  require(p.u && p.weight && p.y && p.tail, "conv_prefill", "null pointer");
+  ensure_device();
+  check_launch(launch_conv_prefill(p, stream_), "conv_prefill");
+}
+
+void CudaBackend::conv_decode(const ops::ConvDecodeParams& p) {
+  if (p.n_tokens == 0) return;
+  require_act(p.dtype, "conv_decode");
+  require(p.n_tokens > 0 && p.n_tokens <= 0x7fffffff && p.channels > 0, "conv_decode", "bad sizes");
+  require(p.ld_u >= 2 * p.channels && p.ld_y >= p.channels, "conv_decode",
+          "row strides too small for the channels");
+  require(p.u && p.weight && p.y && p.slots && p.tail, "conv_decode", "null pointer");
+  ensure_device();
+  check_launch(launch_conv_decode(p, stream_), "conv_decode");
+}
+
+void CudaBackend::swiglu(const ops::SwigluParams& p) {
+  if (p.n_tokens == 0 || p.n == 0) return;
+  require_act(p.dtype, "swiglu");
+  require(p.n_tokens > 0 && p.n_tokens <= 0x7fffffff && p.n > 0, "swiglu", "bad sizes");
+  require(p.ld_u >= 2 * p.n && p.ld_y >= p.n, "swiglu", "row strides too small for n");
+  require(p.u && p.y, "swiglu", "null pointer");
+  ensure_device();
+  check_launch(launch_swiglu(p, stream_), "swiglu");
+}
+
+void CudaBackend::argmax(const ops::ArgmaxParams& p) {
+  if (p.rows == 0) return;
+  require(p.rows > 0 && p.rows <= 0x7fffffff && p.vocab > 0 && p.vocab < 0x7ffffff0, "argmax",
+          "bad sizes");
+  require(p.logits && p.out, "argmax", "null pointer");
+  ensure_device();
+  check_launch(launch_argmax(p, stream_), "argmax");
+}
+
+}  // namespace cuda
+}  // namespace based_core

@@ -1,0 +1,201 @@
+// linear_attention_prefill.cu: causal Taylor linear attention over one sequence, continuing
+// from and writing back the fp32 state (SPEC 2.1, recurrent form).
+//
+// Kernel 1 (numerator, denominator, S): one CTA of 512 threads per (head, block of 16 value
+// columns). The CTA keeps its S[D][16] slice in registers: thread (g, c) owns column c and rows
+// g, g + 32, ... (9 rows for D = 273). Tokens go in batches of 16: phi(q), phi(k) of the batch
+// are formed in shared memory, then every thread runs the recurrence S_r += phi(k)_r v,
+// acc += phi(q)_r S_r token by token (update first, then read out); a shared-memory reduction
+// over the 32 row groups gives the numerators. Each CTA also carries a private running copy of
+// z (one row per thread) for the denominators phi(q_t).z_t.
+// Kernel 2 then adds sum_t phi(k_t) to the global z (kernel 1 only reads z: its CTAs may run
+// in any order, so none of them may write z).
+//
+// This is the CUDA-core baseline: exact fp32, but FLOP-inefficient and sequential over tokens;
+// the tensor-core chunked kernel (SPEC 5.1) is the performance path still to come.
+#include "kernels.h"
+#include "linear_attention_common.cuh"
+
+namespace based_core {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 512;
+constexpr int kCols = 16;                  // value columns per CTA
+constexpr int kGroups = kThreads / kCols;  // 32 row groups
+constexpr int kTB = 16;                    // tokens per batch
+constexpr int kMaxD = 1 + kMaxFeatureDim + kMaxFeatureDim * kMaxFeatureDim;  // 273
+constexpr int kLdPhi = 288;                // >= kMaxD, phi row stride in shared memory
+constexpr int kRows = (kMaxD + kGroups - 1) / kGroups;                        // 9
+constexpr int kWarps = kThreads / 32;
+
+struct LaPrefillArgs {
+  const void* q;
+  const void* k;
+  const void* v;
+  int64_t ld_q, ld_k, ld_v;
+  void* y;
+  int64_t ld_y;
+  int64_t n_tokens;
+  float* S;  // this slot
+  float* z;
+  int heads, f, D, hd;
+  float eps, c1, c2;
+};
+
+constexpr int kSmemFloats = 3 * kTB * kCols + 2 * kTB * kLdPhi + kTB * kGroups * kCols + kTB * kWarps;
+
+// computes: for this head and 16 value columns, token by token: S += phi(k_t) v_t^T,
+// z_t = z + sum_{j<=t} phi(k_j), y_t = (phi(q_t)^T S) / (phi(q_t)^T z_t + eps) (SPEC 2.1).
+template <class T>
+__global__ void __launch_bounds__(kThreads) la_prefill_kernel(LaPrefillArgs a) {
+  extern __shared__ __align__(16) float smem[];
+  float* qs = smem;                    // [kTB][16]
+  float* ks = qs + kTB * kCols;        // [kTB][16]
+  float* vs = ks + kTB * kCols;        // [kTB][16]
+  float* phq = vs + kTB * kCols;       // [kTB][kLdPhi]
+  float* phk = phq + kTB * kLdPhi;     // [kTB][kLdPhi]
+  float* part = phk + kTB * kLdPhi;    // [kTB][kGroups][kCols]
+  float* dpw = part + kTB * kGroups * kCols;  // [kTB][kWarps]
+
+  const T* Q = static_cast<const T*>(a.q);
+  const T* K = static_cast<const T*>(a.k);
+  const T* V = static_cast<const T*>(a.v);
+  T* Y = static_cast<T*>(a.y);
+  const int h = blockIdx.y, cb = blockIdx.x;
+  const int f = a.f, D = a.D, hd = a.hd;
+  const int tid = threadIdx.x, c = tid % kCols, g = tid / kCols;
+  const int lane = tid & 31, warp = tid >> 5;
+  const int col = cb * kCols + c;
+  const bool col_ok = col < hd;
+  const int nwz = (D + 31) / 32;  // warps that own z rows
+  float* S = a.S + int64_t(h) * D * hd;
+  const float* z = a.z + int64_t(h) * D;
+
+  float s[kRows];
+#pragma unroll
+  for (int m = 0; m < kRows; ++m) {
+    const int r = g + kGroups * m;
+    s[m] = (r < D && col_ok) ? S[int64_t(r) * hd + col] : 0.f;
+  }
+  float zr = tid < D ? z[tid] : 0.f;
+
+  for (int64_t t0 = 0; t0 < a.n_tokens; t0 += kTB) {
+    const int nt = int(a.n_tokens - t0 < kTB ? a.n_tokens - t0 : kTB);
+    for (int idx = tid; idx < kTB * kCols; idx += kThreads) {
+      const int tb = idx / kCols, e = idx % kCols;
+      const bool tok = tb < nt;
+      const int64_t t = t0 + tb;
+      qs[idx] = (tok && e < f) ? to_f(Q[t * a.ld_q + int64_t(h) * f + e]) : 0.f;
+      ks[idx] = (tok && e < f) ? to_f(K[t * a.ld_k + int64_t(h) * f + e]) : 0.f;
+      const int vc = cb * kCols + e;
+      vs[idx] = (tok && vc < hd) ? to_f(V[t * a.ld_v + int64_t(h) * hd + vc]) : 0.f;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < nt * D; idx += kThreads) {
+      const int tb = idx / D, r = idx - tb * D;
+      phq[tb * kLdPhi + r] = taylor_phi(qs + tb * kCols, r, f, a.c1, a.c2);
+      phk[tb * kLdPhi + r] = taylor_phi(ks + tb * kCols, r, f, a.c1, a.c2);
+    }
+    __syncthreads();
+    for (int tb = 0; tb < nt; ++tb) {
+      const float vt = vs[tb * kCols + c];
+      const float* pk = phk + tb * kLdPhi;
+      const float* pq = phq + tb * kLdPhi;
+      float acc = 0.f;
+#pragma unroll
+      for (int m = 0; m < kRows; ++m) {
+        const int r = g + kGroups * m;
+        if (r < D) {
+          s[m] = fmaf(pk[r], vt, s[m]);
+          acc = fmaf(pq[r], s[m], acc);
+        }
+      }
+      part[(tb * kGroups + g) * kCols + c] = acc;
+    }
+    if (warp < nwz) {  // warp-uniform
+      for (int tb = 0; tb < nt; ++tb) {
+        float dp = 0.f;
+        if (tid < D) {
+          zr += phk[tb * kLdPhi + tid];
+          dp = phq[tb * kLdPhi + tid] * zr;
+        }
+        dp = warp_sum(dp);
+        if (lane == 0) dpw[tb * kWarps + warp] = dp;
+      }
+    }
+    __syncthreads();
+    for (int o = tid; o < nt * kCols; o += kThreads) {
+      const int tb = o / kCols, cc = o % kCols;
+      const int oc = cb * kCols + cc;
+      if (oc >= hd) continue;
+      float num = 0.f, den = 0.f;
+      for (int gg = 0; gg < kGroups; ++gg) num += part[(tb * kGroups + gg) * kCols + cc];
+      for (int w = 0; w < nwz; ++w) den += dpw[tb * kWarps + w];
+      Y[(t0 + tb) * a.ld_y + int64_t(h) * hd + oc] = from_f<T>(num / (den + a.eps));
+    }
+  }
+
+#pragma unroll
+  for (int m = 0; m < kRows; ++m) {
+    const int r = g + kGroups * m;
+    if (r < D && col_ok) S[int64_t(r) * hd + col] = s[m];
+  }
+}
+
+constexpr int kZGroups = 3, kZRows = kLdPhi;  // 3 token groups x 288 rows = 864 threads
+
+// computes: z += sum_t phi(k_t) for one head (SPEC 2.1, k-state after prefill).
+template <class T>
+__global__ void __launch_bounds__(kZGroups * kZRows) la_prefill_z_kernel(LaPrefillArgs a) {
+  __shared__ float red[kZGroups][kZRows];
+  const int h = blockIdx.x, tid = threadIdx.x;
+  const int gi = tid / kZRows, r = tid % kZRows;
+  const int f = a.f, D = a.D;
+  const T* K = static_cast<const T*>(a.k);
+  float acc = 0.f;
+  if (r < D) {
+    int i = -1, j = -1;  // phi_r = 1 (i < 0), c1 k_i (j < 0) or c2 k_i k_j
+    if (r >= 1 && r <= f) i = r - 1;
+    if (r > f) i = (r - 1 - f) / f, j = (r - 1 - f) % f;
+    for (int64_t t = gi; t < a.n_tokens; t += kZGroups) {
+      const T* kr = K + t * a.ld_k + int64_t(h) * f;
+      if (i < 0) acc += 1.f;
+      else if (j < 0) acc += to_f(kr[i]) * a.c1;
+      else acc += to_f(kr[i]) * to_f(kr[j]) * a.c2;
+    }
+  }
+  red[gi][r] = acc;
+  __syncthreads();
+  if (tid < D) a.z[int64_t(h) * D + tid] += red[0][tid] + red[1][tid] + red[2][tid];
+}
+
+}  // namespace
+
+cudaError_t launch_la_prefill(const ops::LaPrefillParams& p, cudaStream_t stream) {
+  const ops::LinearAttentionShape& s = p.shape;
+  if (p.n_tokens <= 0) return cudaSuccess;
+  if (s.feature_dim <= 0 || s.feature_dim > kMaxFeatureDim || s.head_dim <= 0 ||
+      s.head_dim > kMaxHeadDim || s.heads <= 0 || s.heads > 65535)
+    return cudaErrorInvalidValue;
+  const float f = float(s.feature_dim);
+  LaPrefillArgs a{p.q, p.k, p.v, p.ld_q, p.ld_k, p.ld_v, p.y, p.ld_y, p.n_tokens, p.state_s,
+                  p.state_z, s.heads, s.feature_dim, int(s.state_rows()), s.head_dim, s.eps,
+                  1.f / sqrtf(sqrtf(f)), 1.f / (sqrtf(2.f) * sqrtf(f))};
+  return dispatch_act_dtype(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    static std::atomic<unsigned long long> configured{0};
+    const int smem = int(sizeof(float)) * kSmemFloats;
+    cudaError_t e = ensure_smem(la_prefill_kernel<T>, smem, configured);
+    if (e != cudaSuccess) return e;
+    const dim3 grid(ceil_div(s.head_dim, kCols), unsigned(s.heads));
+    la_prefill_kernel<T><<<grid, kThreads, smem, stream>>>(a);
+    e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+    la_prefill_z_kernel<T><<<unsigned(s.heads), kZGroups * kZRows, 0, stream>>>(a);
+    return cudaGetLastError();
+  });
+}
+
+}  // namespace cuda
+}  // namespace based_core

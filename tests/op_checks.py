@@ -1,0 +1,190 @@
+"""Runs each based_core.ops kernel on fresh random inputs and compares it with
+the PyTorch reference in float64. Shared by the CPU tests (float32) and the
+gpu-marked CUDA tests (bfloat16, float16, float32)."""
+
+import math
+
+import numpy as np
+import torch
+
+import based_core
+from based_core import reference as R
+
+DT = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Relative-to-max tolerances by activation dtype (inputs are rounded before the
+# reference sees them, so this is the kernel's own rounding and accumulation).
+TOL = {"float32": 2e-4, "float16": 6e-3, "bfloat16": 3e-2}
+
+
+def out(t):
+    """A based_core result as a float64 CPU torch tensor."""
+    return torch.from_numpy(np.asarray(based_core.to_numpy(t), dtype=np.float64))
+
+
+def close(got, want, dtype, what):
+    got = got.double().cpu()
+    want = want.double().cpu()
+    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    assert torch.isfinite(got).all(), f"{what}: non-finite values"
+    scale = want.abs().max().item() + 1e-6
+    err = (got - want).abs().max().item() / scale
+    assert err <= TOL[dtype], f"{what}: max error {err:.3g} x max|ref| > {TOL[dtype]}"
+    return err
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def rand(shape, g, dtype, device, scale=1.0):
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(DT[dtype]).to(device)
+
+
+def check_la(device, dtype, T, H, hd, f=16, split=None, seed=0):
+    """LA prefill (optionally in two calls) vs the fp64 parallel form, state included."""
+    g = gen(seed)
+    q, k = rand((T, H, f), g, dtype, device, 0.5), rand((T, H, f), g, dtype, device, 0.5)
+    v = rand((T, H, hd), g, dtype, device)
+    D = 1 + f + f * f
+    S = torch.zeros(H, D, hd, dtype=torch.float32, device=device)
+    z = torch.zeros(H, D, dtype=torch.float32, device=device)
+    if split:
+        y1 = out(based_core.ops.la_prefill(q[:split], k[:split], v[:split], S, z))
+        y2 = out(based_core.ops.la_prefill(q[split:], k[split:], v[split:], S, z))
+        y = torch.cat([y1, y2])
+    else:
+        y = out(based_core.ops.la_prefill(q, k, v, S, z))
+    yr, Sr, zr = R.linear_attention_prefill(q.cpu().double(), k.cpu().double(), v.cpu().double(), feature_dim=f)
+    close(y, yr, dtype, f"la_prefill y T={T} hd={hd}")
+    # the state is fp32 whatever the activation dtype
+    close(S.cpu(), Sr, "float32" if dtype == "float32" else "float16", "la_prefill S")
+    close(z.cpu(), zr, "float32" if dtype == "float32" else "float16", "la_prefill z")
+
+
+def check_la_decode(device, dtype, B, H, hd, slots=None, f=16, steps=3, seed=0):
+    """LA decode over `steps` tokens for B rows in scattered slots vs fp64 recurrence."""
+    g = gen(seed)
+    n_slots = B * 2 + 1
+    slot_ids = torch.randperm(n_slots, generator=g)[:B].to(torch.int32)
+    D = 1 + f + f * f
+    S0 = (torch.randn(n_slots, H, D, hd, generator=g, dtype=torch.float64) * 0.1).float()
+    z0 = (torch.rand(n_slots, H, D, generator=g, dtype=torch.float64) + 1).float()
+    S, z = S0.clone().to(device), z0.clone().to(device)
+    Sr, zr = S0.double()[slot_ids.long()], z0.double()[slot_ids.long()]
+    for _ in range(steps):
+        q, k = rand((B, H, f), g, dtype, device, 0.5), rand((B, H, f), g, dtype, device, 0.5)
+        v = rand((B, H, hd), g, dtype, device)
+        y = out(based_core.ops.la_decode(q, k, v, S, z, slot_ids.to(device)))
+        yr, Sr, zr = R.linear_attention_decode(q.cpu().double(), k.cpu().double(), v.cpu().double(), Sr, zr, f)
+        close(y, yr, dtype, f"la_decode B={B} hd={hd}")
+    Sc = S.cpu().double()
+    close(Sc[slot_ids.long()], Sr, "float32", "la_decode S")
+    untouched = torch.ones(n_slots, dtype=torch.bool)
+    untouched[slot_ids.long()] = False
+    assert torch.equal(Sc[untouched], S0.double()[untouched]), "la_decode wrote a slot it was not given"
+
+
+def check_swa(device, dtype, T, H, hd, window, start=0, split=None, seed=0):
+    """SWA prefill (optionally continuing from a ring) vs fp64 banded attention with RoPE."""
+    g = gen(seed)
+    total = start + T
+    qkv = rand((total, 3, H, hd), g, dtype, device)
+    R_ = window + 1
+    rk = torch.zeros(R_, H, hd, dtype=DT[dtype], device=device)
+    rv = torch.zeros_like(rk)
+    outs = []
+    cuts = [0] + ([start] if start else []) + ([start + split] if split else []) + [total]
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        outs.append(out(based_core.ops.swa_prefill(qkv[a:b].contiguous(), rk, rv, window=window, start_pos=a)))
+    got = torch.cat(outs)[start:]
+    x = qkv.cpu().double()
+    pos = torch.arange(total)
+    q = R.rope(x[:, 0], pos)
+    k = R.rope(x[:, 1], pos)
+    want = R.sliding_window_attention(q, k, x[:, 2], window)[start:]
+    close(got, want, dtype, f"swa_prefill T={T} hd={hd} w={window} start={start}")
+    # ring rows hold the last positions' rotated keys at row p % R
+    for p in range(max(0, total - R_), total):
+        close(rk[p % R_].cpu(), k[p], dtype, f"swa ring key at position {p}")
+
+
+def check_swa_decode(device, dtype, B, H, hd, window, seed=0):
+    g = gen(seed)
+    n_slots = B + 3
+    R_ = window + 1
+    slots = torch.randperm(n_slots, generator=g)[:B].to(torch.int32)
+    # each row continues a sequence of random length with a random history
+    lens = torch.randint(0, 3 * R_, (B,), generator=g)
+    rk = rand((n_slots, R_, H, hd), g, dtype, device)
+    rv = rand((n_slots, R_, H, hd), g, dtype, device)
+    rk_before, rv_before = rk.cpu().double(), rv.cpu().double()
+    qkv = rand((B, 3, H, hd), g, dtype, device)
+    got = out(based_core.ops.swa_decode(qkv, rk, rv, slots.to(device), lens.to(torch.int32).to(device), window=window))
+    x = qkv.cpu().double()
+    for i in range(B):
+        p = int(lens[i])
+        s = int(slots[i])
+        q = R.rope(x[i, 0][None], torch.tensor([p]))[0]
+        k = R.rope(x[i, 1][None], torch.tensor([p]))[0]
+        kc, vc = rk_before[s].clone(), rv_before[s].clone()
+        kc[p % R_], vc[p % R_] = k, x[i, 2]
+        cpos = torch.full((R_,), -1, dtype=torch.int64)
+        for j in range(max(0, p - R_ + 1), p + 1):
+            cpos[j % R_] = j
+        want = R.sliding_window_attention_decode(q, kc, vc, cpos, p, window)
+        close(got[i], want, dtype, f"swa_decode row {i} pos {p}")
+
+
+def check_conv(device, dtype, T, C, split=None, seed=0):
+    g = gen(seed)
+    u = rand((T, 2 * C), g, dtype, device)
+    w = rand((C, 3), g, dtype, device, 0.5)
+    tail = torch.zeros(2, C, dtype=torch.float32, device=device)
+    if split:
+        y = torch.cat([out(based_core.ops.conv_prefill(u[:split].contiguous(), w, tail)),
+                       out(based_core.ops.conv_prefill(u[split:].contiguous(), w, tail))])
+    else:
+        y = out(based_core.ops.conv_prefill(u, w, tail))
+    x = u.cpu().double()
+    c, new_tail = R.short_conv(x[:, :C], w.cpu().double())
+    want = torch.nn.functional.silu(c) * x[:, C:]
+    close(y, want, dtype, f"conv_prefill T={T}")
+    close(tail.cpu(), new_tail, dtype, "conv tail")
+
+
+def check_conv_decode(device, dtype, B, C, seed=0):
+    g = gen(seed)
+    n_slots = B + 2
+    slots = torch.randperm(n_slots, generator=g)[:B].to(torch.int32)
+    tail0 = torch.randn(n_slots, 2, C, generator=g).float()
+    tail = tail0.clone().to(device)
+    u = rand((B, 2 * C), g, dtype, device)
+    w = rand((C, 3), g, dtype, device, 0.5)
+    y = out(based_core.ops.conv_decode(u, w, tail, slots.to(device)))
+    x = u.cpu().double()
+    c, nt = R.short_conv_step(x[:, :C], w.cpu().double(), tail0.double()[slots.long()])
+    close(y, torch.nn.functional.silu(c) * x[:, C:], dtype, "conv_decode")
+    close(tail.cpu()[slots.long()], nt, dtype, "conv_decode tail")
+
+
+def check_dense(device, dtype, M, N, K, seed=0):
+    """gemm (+bias, +accumulate), rmsnorm, swiglu, embedding, argmax."""
+    g = gen(seed)
+    x, w, b = rand((M, K), g, dtype, device), rand((N, K), g, dtype, device, K ** -0.5), rand((N,), g, dtype, device)
+    xd, wd, bd = x.cpu().double(), w.cpu().double(), b.cpu().double()
+    close(out(based_core.ops.gemm(x, w, bias=b)), xd @ wd.T + bd, dtype, f"gemm {M}x{N}x{K}")
+    acc = torch.randn(M, N, generator=g).float().to(device)
+    acc0 = acc.cpu().double()
+    based_core.ops.gemm(x, w, out=acc)
+    close(acc.cpu(), acc0 + xd @ wd.T, "float32" if dtype == "float32" else dtype, "gemm accumulate fp32")
+    r = torch.randn(M, K, generator=g).float().to(device)
+    nw = rand((K,), g, dtype, device)
+    close(out(based_core.ops.rmsnorm(r, nw, eps=1e-5)), R.rmsnorm(r.cpu().double(), nw.cpu().double()), dtype, "rmsnorm")
+    u = rand((M, 2 * K), g, dtype, device)
+    close(out(based_core.ops.swiglu(u)), R.swiglu(u.cpu().double()), dtype, "swiglu")
+    table = rand((N, K), g, dtype, device)
+    ids = torch.randint(0, N, (M,), generator=g).to(torch.int32).to(device)
+    close(out(based_core.ops.embedding(ids, table)), table.cpu().double()[ids.cpu().long()], "float32", "embedding")
+    logits = torch.randn(M, N, generator=g).float().to(device)
+    am = based_core.to_numpy(based_core.ops.argmax(logits))
+    assert (am == logits.cpu().argmax(-1).numpy()).all(), "argmax"

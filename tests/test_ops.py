@@ -1,0 +1,84 @@
+"""Every op of based_core.ops against the fp64 PyTorch reference, on the CPU
+backend (float32) and, marked gpu, on the CUDA backend in every dtype, over
+head dims 64/112 (128 for LA), windows of 64/128 past tokens, lengths 1, 2, 3,
+63, 64, 65, 300, batch 1 and 64."""
+
+import pytest
+
+import op_checks as C
+
+LENGTHS = [1, 2, 3, 63, 64, 65, 300]
+CPU = [("cpu", "float32")]
+GPU = [pytest.param("cuda", dt, marks=pytest.mark.gpu) for dt in ("bfloat16", "float16", "float32")]
+DEVICES = CPU + GPU
+
+
+@pytest.mark.parametrize("device,dtype", DEVICES)
+@pytest.mark.parametrize("hd", [64, 112])
+@pytest.mark.parametrize("T", LENGTHS)
+def test_linear_attention_prefill(device, dtype, hd, T):
+    C.check_la(device, dtype, T, H=2, hd=hd, seed=T)
+
+
+@pytest.mark.parametrize("device,dtype", DEVICES)
+@pytest.mark.parametrize("T,split", [(2, 1), (65, 64), (300, 77)])
+def test_linear_attention_prefill_continues_state(device, dtype, T, split):
+    C.check_la(device, dtype, T, H=2, hd=64, split=split, seed=7)
+
+
+@pytest.mark.parametrize("device,dtype", [("cpu", "float32"), pytest.param("cuda", "bfloat16", marks=pytest.mark.gpu)])
+def test_linear_attention_prefill_hd128_16_heads(device, dtype):
+    C.check_la(device, dtype, 130, H=16, hd=128, seed=3)
+
+
+@pytest.mark.parametrize("device,dtype", DEVICES)
+@pytest.mark.parametrize("hd", [64, 112])
+@pytest.mark.parametrize("B", [1, 64])
+def test_linear_attention_decode(device, dtype, hd, B):
+    C.check_la_decode(device, dtype, B, H=2, hd=hd, seed=B)
+
+
+@pytest.mark.parametrize("device,dtype", DEVICES)
+@pytest.mark.parametrize("hd", [64, 112])
+@pytest.mark.parametrize("window", [64, 128])
+@pytest.mark.parametrize("T", LENGTHS)
+def test_sliding_window_prefill(device, dtype, hd, window, T):
+    C.check_swa(device, dtype, T, H=2, hd=hd, window=window, seed=T)
+
+
+@pytest.mark.parametrize("device,dtype", DEVICES)
+@pytest.mark.parametrize("start,T,split", [(1, 1, None), (5, 70, 30), (200, 65, None), (129, 300, 1)])
+def test_sliding_window_prefill_continues_from_ring(device, dtype, start, T, split):
+    C.check_swa(device, dtype, T, H=2, hd=64, window=64, start=start, split=split, seed=start)
+
+
+@pytest.mark.parametrize("device,dtype", DEVICES)
+@pytest.mark.parametrize("hd", [64, 112])
+@pytest.mark.parametrize("window", [64, 128])
+@pytest.mark.parametrize("B", [1, 64])
+def test_sliding_window_decode(device, dtype, hd, window, B):
+    C.check_swa_decode(device, dtype, B, H=2, hd=hd, window=window, seed=B + window)
+
+
+@pytest.mark.parametrize("device,dtype", DEVICES)
+@pytest.mark.parametrize("T", LENGTHS)
+def test_short_conv_prefill(device, dtype, T):
+    C.check_conv(device, dtype, T, C=96, seed=T)
+
+
+@pytest.mark.parametrize("device,dtype", DEVICES)
+@pytest.mark.parametrize("T,split", [(2, 1), (3, 1), (65, 2), (300, 150)])
+def test_short_conv_prefill_continues_tail(device, dtype, T, split):
+    C.check_conv(device, dtype, T, C=96, split=split, seed=T)
+
+
+@pytest.mark.parametrize("device,dtype", DEVICES)
+@pytest.mark.parametrize("B", [1, 64])
+def test_short_conv_decode(device, dtype, B):
+    C.check_conv_decode(device, dtype, B, C=96, seed=B)
+
+
+@pytest.mark.parametrize("device,dtype", DEVICES)
+@pytest.mark.parametrize("M,N,K", [(1, 1000, 64), (3, 17, 65), (64, 300, 112), (300, 96, 128)])
+def test_dense_ops(device, dtype, M, N, K):
+    C.check_dense(device, dtype, M, N, K, seed=M)
