@@ -15,7 +15,7 @@ namespace {
 
 constexpr int kThreads = 512;
 constexpr int kMaxD = 1 + kMaxFeatureDim + kMaxFeatureDim * kMaxFeatureDim;  // 273
-constexpr int kUnroll = 8;
+constexpr int kUnroll = 6;
 
 struct LaDecodeArgs {
   const void* q;

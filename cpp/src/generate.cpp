@@ -36,24 +36,23 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
   const bool greedy = options.sampling.greedy();
   std::vector<Sampler> samplers;
   for (int64_t i = 0; i < P; ++i) samplers.emplace_back(options.sampling, uint64_t(i));
-  Tensor logits = Tensor::empty(be_, DType::F32, {P, V});
+  float* logits = lazy_buffer(gen_logits_, std::size_t(options_.max_slots) * std::size_t(V));
   std::vector<float> host(greedy ? 0 : std::size_t(P * V));
   std::vector<int32_t> picked(static_cast<std::size_t>(P));
 
-  // Picks one token for each of n rows of `logits`.
-  auto pick = [&](int64_t n, const std::vector<int32_t>& seq) {
+  // The prefill's token: argmax on the device or a host draw.
+  auto pick_one = [&](int seq) {
     if (greedy) {
       ops::ArgmaxParams a;
-      a.logits = static_cast<const float*>(logits.data());
-      a.rows = n;
+      a.logits = logits;
+      a.rows = 1;
       a.vocab = V;
       a.out = argmax_out_;
       be_->argmax(a);
-      be_->copy(picked.data(), argmax_out_, std::size_t(n) * 4, CopyKind::DeviceToHost);
+      be_->copy(picked.data(), argmax_out_, 4, CopyKind::DeviceToHost);
     } else {
-      be_->copy(host.data(), logits.data(), std::size_t(n * V) * 4, CopyKind::DeviceToHost);
-      for (int64_t i = 0; i < n; ++i)
-        picked[std::size_t(i)] = samplers[std::size_t(seq[std::size_t(i)])].sample(host.data() + i * V, V);
+      be_->copy(host.data(), logits, std::size_t(V) * 4, CopyKind::DeviceToHost);
+      picked[0] = samplers[std::size_t(seq)].sample(host.data(), V);
     }
   };
 
@@ -69,32 +68,35 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
   for (int64_t i = 0; i < P; ++i) {
     reset(int(i));
     const auto& pr = prompts[std::size_t(i)];
-    prefill_into(int(i), pr.data(), int64_t(pr.size()), LogitsMode::Last, static_cast<float*>(logits.data()), V);
-    pick(1, {int32_t(i)});
+    prefill_into(int(i), pr.data(), int64_t(pr.size()), LogitsMode::Last, logits, V);
+    pick_one(int(i));
     accept(int(i), picked[0]);
   }
 
   // Decode: one batched step over the sequences still running.
-  std::vector<int32_t> slots, tokens, pos, rows;
+  std::vector<int32_t> slots, tokens, pos;
   while (!active.empty()) {
     slots = active;
     active.clear();
     const int64_t n = int64_t(slots.size());
     tokens.resize(std::size_t(n));
     pos.resize(std::size_t(n));
-    rows.resize(std::size_t(n));
     for (int64_t i = 0; i < n; ++i) {
       tokens[std::size_t(i)] = out[std::size_t(slots[std::size_t(i)])].back();
       pos[std::size_t(i)] = int32_t(positions_[std::size_t(slots[std::size_t(i)])]);
-      rows[std::size_t(i)] = int32_t(i);
     }
     be_->copy(ids_, tokens.data(), std::size_t(n) * 4, CopyKind::HostToDevice);
     be_->copy(slot_ids_, slots.data(), std::size_t(n) * 4, CopyKind::HostToDevice);
     be_->copy(pos_ids_, pos.data(), std::size_t(n) * 4, CopyKind::HostToDevice);
-    forward(n, true, 0, 0);
+    decode_step(n, greedy ? StepOut::GenArgmax : StepOut::GenLogits);
     for (int32_t s : slots) positions_[std::size_t(s)] += 1;
-    logits_rows(n, rows.data(), static_cast<float*>(logits.data()), V);
-    pick(n, slots);
+    if (greedy) {
+      be_->copy(picked.data(), argmax_out_, std::size_t(n) * 4, CopyKind::DeviceToHost);
+    } else {
+      be_->copy(host.data(), logits, std::size_t(n * V) * 4, CopyKind::DeviceToHost);
+      for (int64_t i = 0; i < n; ++i)
+        picked[std::size_t(i)] = samplers[std::size_t(slots[std::size_t(i)])].sample(host.data() + i * V, V);
+    }
     for (int64_t i = 0; i < n; ++i) accept(slots[std::size_t(i)], picked[std::size_t(i)]);
   }
   return out;

@@ -120,12 +120,59 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& optio
   pos_ids_ = static_cast<int32_t*>(alloc(R * 4));
   rows_ = static_cast<int32_t*>(alloc(R * 4));
   argmax_out_ = static_cast<int32_t*>(alloc(R * 4));
+  iota_ = static_cast<int32_t*>(alloc(R * 4));
+  std::vector<int32_t> iota(R);
+  for (std::size_t i = 0; i < R; ++i) iota[i] = int32_t(i);
+  be_->copy(iota_, iota.data(), R * 4, CopyKind::HostToDevice);
   positions_.assign(S, 0);
   reset_all();
 }
 
 Session::~Session() {
+  for (auto& kv : graphs_) be_->destroy_graph(kv.second);
   for (void* p : buffers_) be_->deallocate(p);
+}
+
+float* Session::lazy_buffer(float*& p, std::size_t floats) {
+  if (!p) {
+    try {
+      p = static_cast<float*>(be_->allocate(floats * 4));
+    } catch (const OutOfMemory& e) {
+      throw OutOfMemory("Session: cannot allocate the " + std::to_string(floats * 4 / 1048576) +
+                        " MiB logits buffer: " + e.what());
+    }
+    buffers_.push_back(p);
+  }
+  return p;
+}
+
+void Session::decode_step(int64_t n, StepOut what) {
+  const ModelConfig& c = model_->config();
+  const std::size_t slots = std::size_t(options_.max_slots);
+  float* out = what == StepOut::Logits ? lazy_buffer(logits_buf_, slots * std::size_t(c.vocab_padded))
+                                       : lazy_buffer(gen_logits_, slots * std::size_t(c.vocab_size));
+  const int64_t cols = what == StepOut::Logits ? c.vocab_padded : c.vocab_size;
+  auto body = [this, n, out, cols, what]() {
+    forward(n, true, 0, 0);
+    logits_device_rows(n, iota_, out, cols);
+    if (what == StepOut::GenArgmax) {
+      ops::ArgmaxParams a;
+      a.logits = out;
+      a.rows = n;
+      a.vocab = cols;
+      a.out = argmax_out_;
+      be_->argmax(a);
+    }
+  };
+  if (!options_.use_graphs) return body();
+  const int64_t key = n * 3 + int64_t(what);
+  auto it = graphs_.find(key);
+  if (it == graphs_.end()) {
+    void* g = be_->capture_graph(body);
+    if (!g) return body();  // this backend has no graphs
+    it = graphs_.emplace(key, g).first;
+  }
+  be_->replay_graph(it->second);
 }
 
 void Session::check_slot(int slot, const char* what) const {
@@ -299,12 +346,16 @@ void Session::forward(int64_t T, bool decode, int slot, int64_t start) {
 
 // Final norm of the chosen residual rows and the tied LM head into `out` (fp32, device).
 void Session::logits_rows(int64_t n_rows, const int32_t* rows_host, float* out, int64_t n_cols) {
+  be_->copy(rows_, rows_host, std::size_t(n_rows) * 4, CopyKind::HostToDevice);
+  logits_device_rows(n_rows, rows_, out, n_cols);
+}
+
+void Session::logits_device_rows(int64_t n_rows, const int32_t* rows_dev, float* out, int64_t n_cols) {
   const Model& m = *model_;
   const ModelConfig& c = m.config();
-  be_->copy(rows_, rows_host, std::size_t(n_rows) * 4, CopyKind::HostToDevice);
   ops::RmsNormParams p;
   p.x = resid_;
-  p.rows = rows_;
+  p.rows = rows_dev;
   p.weight = m.final_norm();
   p.y = xnorm_;
   p.dtype = m.activation_dtype();
@@ -387,7 +438,7 @@ Tensor Session::decode(const int32_t* slots, const int32_t* tokens, int64_t n) {
     throw InvalidArgument("decode: " + std::to_string(n) + " rows but the session has " +
                           std::to_string(options_.max_slots) + " slots");
   std::set<int> seen;
-  std::vector<int32_t> pos(static_cast<std::size_t>(n)), rows(static_cast<std::size_t>(n));
+  std::vector<int32_t> pos(static_cast<std::size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
     check_slot(slots[i], "decode");
     if (!seen.insert(slots[i]).second)
@@ -396,17 +447,16 @@ Tensor Session::decode(const int32_t* slots, const int32_t* tokens, int64_t n) {
     if (positions_[std::size_t(slots[i])] >= (int64_t(1) << 31) - 1)
       throw InvalidArgument("decode: slot " + std::to_string(slots[i]) + " reached the 2^31 position limit");
     pos[std::size_t(i)] = int32_t(positions_[std::size_t(slots[i])]);
-    rows[std::size_t(i)] = int32_t(i);
   }
   check_tokens(tokens, n);
   be_->copy(ids_, tokens, std::size_t(n) * 4, CopyKind::HostToDevice);
   be_->copy(slot_ids_, slots, std::size_t(n) * 4, CopyKind::HostToDevice);
   be_->copy(pos_ids_, pos.data(), std::size_t(n) * 4, CopyKind::HostToDevice);
-  forward(n, true, 0, 0);
+  decode_step(n, StepOut::Logits);
   for (int64_t i = 0; i < n; ++i) positions_[std::size_t(slots[i])] += 1;
   const int64_t V = model_->config().vocab_padded;
   Tensor out = Tensor::empty(be_, DType::F32, {n, V});
-  logits_rows(n, rows.data(), static_cast<float*>(out.data()), V);
+  be_->copy(out.data(), logits_buf_, std::size_t(n * V) * 4, CopyKind::DeviceToDevice);
   be_->synchronize();
   return out;
 }

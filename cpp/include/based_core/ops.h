@@ -26,6 +26,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 
 #include "based_core/dtype.h"
 
@@ -243,6 +244,14 @@ class Backend {
   virtual void conv_decode(const ops::ConvDecodeParams& p) = 0;
   virtual void swiglu(const ops::SwigluParams& p) = 0;
   virtual void argmax(const ops::ArgmaxParams& p) = 0;
+
+  /// Records the work `fn` enqueues into a replayable graph (CUDA graphs) and
+  /// returns its handle, without running it. Backends without graphs return
+  /// nullptr and do not call fn; callers then simply run fn each time. Work in
+  /// fn must not read host memory that changes between replays.
+  virtual void* capture_graph(const std::function<void()>& fn) { return nullptr; }
+  virtual void replay_graph(void* graph) {}
+  virtual void destroy_graph(void* graph) noexcept {}
 };
 
 }  // namespace based_core

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -26,6 +27,7 @@ struct SessionOptions {
   int max_slots = 1;             ///< sequences held at once (decode batch size limit)
   int64_t prefill_chunk = 512;   ///< tokens per forward pass while prefilling (bounds workspace)
   int64_t max_context = 0;       ///< > 0: refuse to grow a sequence past this many tokens
+  bool use_graphs = true;        ///< replay decode steps from CUDA graphs (one per batch size)
 };
 
 /// Which logits a prefill returns.
@@ -100,6 +102,14 @@ class Session {
   // prefill writing its logits (n_cols columns per row) to `out` (device; rows as `mode` says).
   void prefill_into(int slot, const int32_t* tokens, int64_t n, LogitsMode mode, float* out, int64_t n_cols);
   void logits_rows(int64_t n_rows, const int32_t* rows_host, float* out, int64_t n_cols);
+  void logits_device_rows(int64_t n_rows, const int32_t* rows_dev, float* out, int64_t n_cols);
+  // One decode step over n rows whose ids/slots/positions are already on the
+  // device: forward, logits (into logits_buf_ or, for generate, gen_logits_)
+  // and, for greedy generate, argmax. Replayed from a cached graph when the
+  // backend has graphs.
+  enum class StepOut { Logits = 0, GenLogits = 1, GenArgmax = 2 };
+  void decode_step(int64_t n, StepOut what);
+  float* lazy_buffer(float*& p, std::size_t floats);
 
   std::shared_ptr<const Model> model_;
   std::shared_ptr<Backend> be_;
@@ -119,6 +129,10 @@ class Session {
   int32_t* pos_ids_ = nullptr;
   int32_t* rows_ = nullptr;
   int32_t* argmax_out_ = nullptr;
+  int32_t* iota_ = nullptr;          // 0, 1, 2, ... (rows of a decode step)
+  float* logits_buf_ = nullptr;      // [max_slots, vocab_padded], allocated on first decode()
+  float* gen_logits_ = nullptr;      // [max_slots, vocab_size], allocated on first generate()
+  std::map<int64_t, void*> graphs_;  // (rows * 3 + StepOut) -> captured decode step
   int64_t big_cols_ = 0, mid_cols_ = 0;
 };
 

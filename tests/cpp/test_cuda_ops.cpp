@@ -1,0 +1,520 @@
+// test_cuda_ops.cpp: every op of the CUDA backend against a naive fp64 host implementation of
+// SPEC.md (LA through the explicit quadratic sum with kappa = 1 + s + s^2/2, s = q.k/4), for
+// float32, float16 and bfloat16, plus consistency checks (prefill split in two == one prefill,
+// prefill then decode == longer prefill). Skips (exit 0) when no GPU is visible.
+// Uses only the library's C entry points and the Backend interface (no CUDA headers).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "based_core/ops.h"
+#include "based_core_cuda.h"
+#include "half.h"
+
+using namespace based_core;
+
+namespace {
+
+const DType kDtypes[] = {DType::F32, DType::F16, DType::BF16};
+const int kLengths[] = {1, 2, 3, 63, 64, 65, 300};
+
+Backend* gpu() {
+  static std::unique_ptr<Backend> backend;
+  static bool tried = false;
+  if (!tried) {
+    tried = true;
+    char err[1024] = {0};
+    const int n = based_core_cuda_device_count(err, sizeof err);
+    if (n <= 0) {
+      std::printf("test_cuda_ops: no CUDA device (%s): skipping the CUDA op tests\n",
+                  n < 0 ? err : "0 devices");
+      return nullptr;
+    }
+    Backend* b = based_core_cuda_create_backend(0, err, sizeof err);
+    if (!b) FAIL("based_core_cuda_create_backend failed: " << err);
+    backend.reset(b);
+  }
+  return backend.get();
+}
+
+#define NEED_GPU()          \
+  Backend* be = gpu();      \
+  if (!be) return
+
+/// Device memory owned by the test.
+struct Buf {
+  Backend* be = nullptr;
+  void* p = nullptr;
+  Buf(Backend* b, std::size_t bytes) : be(b), p(b->allocate(bytes ? bytes : 1)) {}
+  Buf(Buf&& o) noexcept : be(o.be), p(o.p) { o.p = nullptr; }
+  Buf(const Buf&) = delete;
+  ~Buf() {
+    if (p) be->deallocate(p);
+  }
+  template <class T> T* as() const { return static_cast<T*>(p); }
+};
+
+float round_dt(float x, DType t) {
+  if (t == DType::F16) return f16_to_float(float_to_f16(x));
+  if (t == DType::BF16) return bf16_to_float(float_to_bf16(x));
+  return x;
+}
+
+Buf upload(Backend* be, const std::vector<float>& v, DType t) {
+  const std::size_t es = dtype_size(t);
+  std::vector<uint8_t> raw(v.size() * es);
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (t == DType::F32) {
+      std::memcpy(&raw[i * 4], &v[i], 4);
+    } else {
+      const uint16_t h = t == DType::F16 ? float_to_f16(v[i]) : float_to_bf16(v[i]);
+      std::memcpy(&raw[i * 2], &h, 2);
+    }
+  }
+  Buf b(be, raw.size());
+  be->copy(b.p, raw.data(), raw.size(), CopyKind::HostToDevice);
+  return b;
+}
+
+std::vector<float> download(Backend* be, const Buf& b, std::size_t n, DType t) {
+  const std::size_t es = dtype_size(t);
+  std::vector<uint8_t> raw(n * es);
+  be->copy(raw.data(), b.p, raw.size(), CopyKind::DeviceToHost);
+  std::vector<float> out(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (t == DType::F32) {
+      std::memcpy(&out[i], &raw[i * 4], 4);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, &raw[i * 2], 2);
+      out[i] = t == DType::F16 ? f16_to_float(h) : bf16_to_float(h);
+    }
+  }
+  return out;
+}
+
+Buf upload_i32(Backend* be, const std::vector<int32_t>& v) {
+  Buf b(be, v.size() * 4);
+  be->copy(b.p, v.data(), v.size() * 4, CopyKind::HostToDevice);
+  return b;
+}
+
+std::vector<int32_t> download_i32(Backend* be, const Buf& b, std::size_t n) {
+  std::vector<int32_t> out(n);
+  be->copy(out.data(), b.p, n * 4, CopyKind::DeviceToHost);
+  return out;
+}
+
+/// n values uniform in [-a, a], rounded to t (so the host sees exactly what the GPU sees).
+std::vector<float> rnd(std::mt19937& g, std::size_t n, float a, DType t) {
+  std::uniform_real_distribution<float> u(-a, a);
+  std::vector<float> v(n);
+  for (auto& x : v) x = round_dt(u(g), t);
+  return v;
+}
+
+struct Tol {
+  double atol, rtol;
+};
+
+/// Output tolerance for values of magnitude ~1 stored in t (fp32 compute inside).
+Tol tol_for(DType t) {
+  if (t == DType::F16) return {2e-3, 2e-3};
+  if (t == DType::BF16) return {1.6e-2, 1.6e-2};
+  return {1e-4, 1e-4};
+}
+
+/// Tolerance for two GPU results that may differ by fp32 reordering plus one output rounding.
+Tol tol_same(DType t) {
+  if (t == DType::F16) return {1e-3, 1e-3};
+  if (t == DType::BF16) return {8e-3, 8e-3};
+  return {2e-5, 2e-5};
+}
+
+/// |got - ref| <= atol + rtol |ref| everywhere; prints the worst element when not.
+template <class R>
+bool close(const std::vector<float>& got, const std::vector<R>& ref, Tol tol, const std::string& what) {
+  if (got.size() != ref.size()) {
+    MESSAGE(what << ": size " << got.size() << " != " << ref.size());
+    return false;
+  }
+  double worst = 0;
+  std::size_t wi = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double e = std::fabs(double(got[i]) - double(ref[i]));
+    double r = e / (tol.atol + tol.rtol * std::fabs(double(ref[i])));
+    if (std::isnan(r) || std::isnan(double(got[i]))) r = INFINITY;
+    if (r > worst) worst = r, wi = i;
+  }
+  if (worst > 1)
+    MESSAGE(what << ": worst at " << wi << " got " << got[wi] << " want " << double(ref[wi])
+                 << " (" << worst << "x the tolerance)");
+  return worst <= 1;
+}
+
+std::string dname(DType t) { return dtype_name(t); }
+
+// ------------------------------------------------------------------------------------------
+// Linear attention reference (SPEC 2.1), f = 16.
+constexpr int kF = 16, kD = 1 + kF + kF * kF;
+
+void phi(const float* x, double* out) {
+  out[0] = 1;
+  for (int i = 0; i < kF; ++i) out[1 + i] = x[i] / 2.0;
+  for (int i = 0; i < kF; ++i)
+    for (int j = 0; j < kF; ++j) out[1 + kF + kF * i + j] = double(x[i]) * x[j] / (4 * std::sqrt(2.0));
+}
+
+double kappa(const float* q, const float* k) {
+  double s = 0;
+  for (int i = 0; i < kF; ++i) s += double(q[i]) * k[i];
+  s /= 4;
+  return 1 + s + s * s / 2;
+}
+
+/// One sequence of n tokens (q, k: [n][H*16], v: [n][H*hd]); y for tokens >= first, and the
+/// state S = sum phi(k) v^T, z = sum phi(k) over all n tokens.
+struct LaSeq {
+  int H, hd, n;
+  std::vector<float> q, k, v;
+};
+
+void la_ref(const LaSeq& s, int first, std::vector<double>& y, std::vector<double>& S,
+            std::vector<double>& z) {
+  const int H = s.H, hd = s.hd;
+  y.assign(std::size_t(s.n - first) * H * hd, 0);
+  S.assign(std::size_t(H) * kD * hd, 0);
+  z.assign(std::size_t(H) * kD, 0);
+  std::vector<double> num(hd), ph(kD);
+  for (int h = 0; h < H; ++h) {
+    for (int t = first; t < s.n; ++t) {
+      std::fill(num.begin(), num.end(), 0);
+      double den = 0;
+      const float* qt = &s.q[std::size_t(t) * H * kF + h * kF];
+      for (int j = 0; j <= t; ++j) {
+        const double kap = kappa(qt, &s.k[std::size_t(j) * H * kF + h * kF]);
+        den += kap;
+        const float* vj = &s.v[std::size_t(j) * H * hd + h * hd];
+        for (int d = 0; d < hd; ++d) num[d] += kap * vj[d];
+      }
+      for (int d = 0; d < hd; ++d) y[(std::size_t(t - first) * H + h) * hd + d] = num[d] / (den + 1e-12);
+    }
+    for (int j = 0; j < s.n; ++j) {
+      phi(&s.k[std::size_t(j) * H * kF + h * kF], ph.data());
+      const float* vj = &s.v[std::size_t(j) * H * hd + h * hd];
+      for (int r = 0; r < kD; ++r) {
+        z[std::size_t(h) * kD + r] += ph[r];
+        for (int d = 0; d < hd; ++d) S[(std::size_t(h) * kD + r) * hd + d] += ph[r] * vj[d];
+      }
+    }
+  }
+}
+
+LaSeq la_seq(std::mt19937& g, int H, int hd, int n, DType t) {
+  return LaSeq{H, hd, n, rnd(g, std::size_t(n) * H * kF, 1.f, t), rnd(g, std::size_t(n) * H * kF, 1.f, t),
+               rnd(g, std::size_t(n) * H * hd, 1.f, t)};
+}
+
+LaSeq la_slice(const LaSeq& s, int a, int b) {
+  auto cut = [&](const std::vector<float>& x, int w) {
+    return std::vector<float>(x.begin() + std::size_t(a) * w, x.begin() + std::size_t(b) * w);
+  };
+  return LaSeq{s.H, s.hd, b - a, cut(s.q, s.H * kF), cut(s.k, s.H * kF), cut(s.v, s.H * s.hd)};
+}
+
+std::vector<float> to_f32(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
+
+ops::LaPrefillParams la_prefill_params(const LaSeq& s, DType t, const Buf& q, const Buf& k,
+                                       const Buf& v, const Buf& y, float* S, float* z) {
+  ops::LaPrefillParams p;
+  p.shape.heads = s.H;
+  p.shape.feature_dim = kF;
+  p.shape.head_dim = s.hd;
+  p.q = q.p, p.k = k.p, p.v = v.p, p.y = y.p;
+  p.ld_q = p.ld_k = s.H * kF;
+  p.ld_v = p.ld_y = s.H * s.hd;
+  p.dtype = t;
+  p.n_tokens = s.n;
+  p.state_s = S;
+  p.state_z = z;
+  return p;
+}
+
+/// Runs la_prefill on `s` continuing from the state in S/z; returns y.
+std::vector<float> run_la_prefill(Backend* be, const LaSeq& s, DType t, float* S, float* z) {
+  Buf q = upload(be, s.q, t), k = upload(be, s.k, t), v = upload(be, s.v, t);
+  Buf y(be, std::size_t(s.n) * s.H * s.hd * dtype_size(t));
+  be->la_prefill(la_prefill_params(s, t, q, k, v, y, S, z));
+  return download(be, y, std::size_t(s.n) * s.H * s.hd, t);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------
+TEST_CASE("embedding gathers rows exactly") {
+  NEED_GPU();
+  std::mt19937 g(1);
+  for (DType t : kDtypes)
+    for (int dim : {64, 1792, 30, 33}) {
+      const int vocab = 1000, n = 37;
+      const auto table = rnd(g, std::size_t(vocab) * dim, 2.f, t);
+      std::vector<int32_t> ids(n);
+      for (auto& i : ids) i = int32_t(g() % vocab);
+      Buf tb = upload(be, table, t), ib = upload_i32(be, ids), out(be, std::size_t(n) * dim * 4);
+      ops::EmbeddingParams p;
+      p.ids = ib.as<int32_t>(), p.n_tokens = n, p.table = tb.p, p.dtype = t, p.vocab = vocab, p.dim = dim;
+      p.out = out.as<float>();
+      be->embedding(p);
+      std::vector<float> ref(std::size_t(n) * dim);
+      for (int i = 0; i < n; ++i)
+        for (int d = 0; d < dim; ++d) ref[std::size_t(i) * dim + d] = table[std::size_t(ids[i]) * dim + d];
+      CHECK(close(download(be, out, ref.size(), DType::F32), ref, {0, 0}, "embedding " + dname(t)));
+    }
+}
+
+TEST_CASE("rmsnorm with and without row gather") {
+  NEED_GPU();
+  std::mt19937 g(2);
+  for (DType t : kDtypes)
+    for (int dim : {64, 1024, 1792, 33})
+      for (int gather : {0, 1}) {
+        const int src_rows = 70, n = gather ? 5 : 64;
+        const auto x = rnd(g, std::size_t(src_rows) * dim, 3.f, DType::F32);
+        const auto w = rnd(g, dim, 1.5f, t);
+        std::vector<int32_t> rows(n);
+        for (auto& r : rows) r = int32_t(g() % src_rows);
+        Buf xb = upload(be, x, DType::F32), wb = upload(be, w, t), rb = upload_i32(be, rows);
+        Buf yb(be, std::size_t(n) * dim * dtype_size(t));
+        ops::RmsNormParams p;
+        p.x = xb.as<float>(), p.rows = gather ? rb.as<int32_t>() : nullptr, p.weight = wb.p, p.y = yb.p;
+        p.dtype = t, p.n_rows = n, p.dim = dim, p.eps = 1e-5f;
+        be->rmsnorm(p);
+        std::vector<double> ref(std::size_t(n) * dim);
+        for (int i = 0; i < n; ++i) {
+          const float* xr = &x[std::size_t(gather ? rows[i] : i) * dim];
+          double ss = 0;
+          for (int d = 0; d < dim; ++d) ss += double(xr[d]) * xr[d];
+          const double inv = 1 / std::sqrt(ss / dim + 1e-5);
+          for (int d = 0; d < dim; ++d) ref[std::size_t(i) * dim + d] = xr[d] * inv * w[d];
+        }
+        CHECK(close(download(be, yb, ref.size(), t), ref, tol_for(t),
+                    "rmsnorm " + dname(t) + " dim " + std::to_string(dim)));
+      }
+}
+
+TEST_CASE("swiglu: value first, gate second") {
+  NEED_GPU();
+  std::mt19937 g(3);
+  for (DType t : kDtypes)
+    for (int n : {2048, 100, 33})
+      for (int T : {1, 7})
+        for (int pad : {0, 8}) {
+          const int ld_u = 2 * n + pad, ld_y = n + pad;
+          const auto u = rnd(g, std::size_t(T) * ld_u, 4.f, t);
+          Buf ub = upload(be, u, t), yb(be, std::size_t(T) * ld_y * dtype_size(t));
+          ops::SwigluParams p;
+          p.u = ub.p, p.ld_u = ld_u, p.y = yb.p, p.ld_y = ld_y, p.dtype = t, p.n = n, p.n_tokens = T;
+          be->swiglu(p);
+          const auto got = download(be, yb, std::size_t(T) * ld_y, t);
+          std::vector<float> g2;
+          std::vector<double> ref;
+          for (int i = 0; i < T; ++i)
+            for (int c = 0; c < n; ++c) {
+              const double a = u[std::size_t(i) * ld_u + c], gt = u[std::size_t(i) * ld_u + n + c];
+              ref.push_back(a * gt / (1 + std::exp(-gt)));
+              g2.push_back(got[std::size_t(i) * ld_y + c]);
+            }
+          CHECK(close(g2, ref, tol_for(t), "swiglu " + dname(t)));
+        }
+}
+
+TEST_CASE("argmax: lowest index on ties") {
+  NEED_GPU();
+  std::mt19937 g(4);
+  for (int vocab : {50264, 1001})
+    for (int rows : {1, 64}) {
+      auto x = rnd(g, std::size_t(rows) * vocab, 10.f, DType::F32);
+      std::vector<int32_t> want(rows);
+      for (int r = 0; r < rows; ++r) {
+        float* row = &x[std::size_t(r) * vocab];
+        const int a = int(g() % vocab), b = int(g() % vocab);
+        row[a] = row[b] = 11.f;  // a tie at the maximum
+        want[r] = std::min(a, b);
+      }
+      Buf xb = upload(be, x, DType::F32), ob(be, rows * 4);
+      ops::ArgmaxParams p;
+      p.logits = xb.as<float>(), p.rows = rows, p.vocab = vocab, p.out = ob.as<int32_t>();
+      be->argmax(p);
+      CHECK(download_i32(be, ob, rows) == want);
+    }
+}
+
+TEST_CASE("gemm through cuBLASLt: bias, accumulate, strides, output dtypes") {
+  NEED_GPU();
+  std::mt19937 g(5);
+  struct Shape {
+    int m, n, k;
+  };
+  for (DType t : kDtypes)
+    for (Shape s : {Shape{1, 64, 64}, Shape{3, 200, 96}, Shape{64, 256, 320}, Shape{300, 72, 128}})
+      for (int bias : {0, 1})
+        for (int acc : {0, 1})
+          for (DType out : {t, DType::F32})
+            for (int pad : {0, 8}) {
+              if (out == t && t == DType::F32 && pad) continue;
+              const int ldx = s.k + pad, ldy = s.n + pad;
+              const auto x = rnd(g, std::size_t(s.m) * ldx, 1.f, t);
+              const auto w = rnd(g, std::size_t(s.n) * s.k, 1.f, t);
+              const auto b = rnd(g, s.n, 1.f, t);
+              const auto y0 = rnd(g, std::size_t(s.m) * ldy, 1.f, out);
+              Buf xb = upload(be, x, t), wb = upload(be, w, t), bb = upload(be, b, t), yb = upload(be, y0, out);
+              ops::GemmParams p;
+              p.x = xb.p, p.ldx = ldx, p.w = wb.p, p.bias = bias ? bb.p : nullptr, p.in_dtype = t;
+              p.y = yb.p, p.ldy = ldy, p.out_dtype = out, p.accumulate = acc != 0;
+              p.m = s.m, p.n = s.n, p.k = s.k;
+              be->gemm(p);
+              const auto got = download(be, yb, std::size_t(s.m) * ldy, out);
+              std::vector<double> ref(got.begin(), got.end());
+              for (int i = 0; i < s.m; ++i)
+                for (int j = 0; j < s.n; ++j) {
+                  double v = acc ? y0[std::size_t(i) * ldy + j] : 0.0;
+                  for (int c = 0; c < s.k; ++c) v += double(x[std::size_t(i) * ldx + c]) * w[std::size_t(j) * s.k + c];
+                  ref[std::size_t(i) * ldy + j] = v + (bias ? b[j] : 0.0);
+                }
+              const Tol tl = out == DType::F32 ? Tol{2e-5 * std::sqrt(double(s.k)), 1e-5} : Tol{1e-3, tol_for(out).rtol / 2};
+              CHECK(close(got, ref, tl,
+                          "gemm " + dname(t) + "->" + dname(out) + " m" + std::to_string(s.m) + " n" +
+                              std::to_string(s.n) + " k" + std::to_string(s.k) + " bias" +
+                              std::to_string(bias) + " acc" + std::to_string(acc) + " pad" +
+                              std::to_string(pad)));
+            }
+}
+
+
+// ------------------------------------------------------------------------------------------
+namespace {
+LaSeq la_concat(const LaSeq& a, const LaSeq& b) {
+  LaSeq c = a;
+  c.n += b.n;
+  c.q.insert(c.q.end(), b.q.begin(), b.q.end());
+  c.k.insert(c.k.end(), b.k.begin(), b.k.end());
+  c.v.insert(c.v.end(), b.v.begin(), b.v.end());
+  return c;
+}
+const Tol kStateTol{2e-4, 1e-5};  // fp32 state sums vs fp64
+}  // namespace
+
+TEST_CASE("la_prefill matches the quadratic form and continues from the state") {
+  NEED_GPU();
+  std::mt19937 g(6);
+  const int H = 2;
+  for (DType t : kDtypes)
+    for (int hd : {64, 112, 128})
+      for (int T : kLengths)
+        for (int hist : {0, 37}) {
+          const std::string ctx = "la_prefill " + dname(t) + " hd" + std::to_string(hd) + " T" +
+                                  std::to_string(T) + " hist" + std::to_string(hist);
+          const LaSeq all = la_seq(g, H, hd, hist + T, t);
+          std::vector<double> y, S, z, y0, S0, z0;
+          la_ref(la_slice(all, 0, hist), hist, y0, S0, z0);
+          la_ref(all, hist, y, S, z);
+          Buf Sb = upload(be, to_f32(S0), DType::F32), zb = upload(be, to_f32(z0), DType::F32);
+          const auto got = run_la_prefill(be, la_slice(all, hist, hist + T), t, Sb.as<float>(), zb.as<float>());
+          CHECK(close(got, y, tol_for(t), ctx + " y"));
+          CHECK(close(download(be, Sb, S.size(), DType::F32), S, kStateTol, ctx + " S"));
+          CHECK(close(download(be, zb, z.size(), DType::F32), z, kStateTol, ctx + " z"));
+        }
+}
+
+TEST_CASE("la_decode: rows on their slots, update then read out") {
+  NEED_GPU();
+  std::mt19937 g(7);
+  const int H = 2;
+  for (DType t : kDtypes)
+    for (int hd : {64, 112, 128})
+      for (int B : {1, 64}) {
+        const std::string ctx = "la_decode " + dname(t) + " hd" + std::to_string(hd) + " B" + std::to_string(B);
+        const int n_slots = B + 3;
+        std::vector<int32_t> perm(n_slots);
+        std::iota(perm.begin(), perm.end(), 0);
+        std::shuffle(perm.begin(), perm.end(), g);
+        const std::vector<int32_t> slots(perm.begin(), perm.begin() + B);
+        const std::size_t sz_s = std::size_t(H) * kD * hd, sz_z = std::size_t(H) * kD;
+        std::vector<LaSeq> hist;
+        std::vector<double> S0(n_slots * sz_s), z0(n_slots * sz_z), y, S, z;
+        for (int s = 0; s < n_slots; ++s) {
+          hist.push_back(la_seq(g, H, hd, int(g() % 41), t));
+          la_ref(hist.back(), hist.back().n, y, S, z);
+          std::copy(S.begin(), S.end(), S0.begin() + s * sz_s);
+          std::copy(z.begin(), z.end(), z0.begin() + s * sz_z);
+        }
+        const LaSeq now = la_seq(g, H, hd, B, t);
+        std::vector<double> yref(std::size_t(B) * H * hd), Sref = S0, zref = z0;
+        for (int i = 0; i < B; ++i) {
+          const LaSeq c = la_concat(hist[slots[i]], la_slice(now, i, i + 1));
+          la_ref(c, c.n - 1, y, S, z);
+          std::copy(y.begin(), y.end(), yref.begin() + std::size_t(i) * H * hd);
+          std::copy(S.begin(), S.end(), Sref.begin() + slots[i] * sz_s);
+          std::copy(z.begin(), z.end(), zref.begin() + slots[i] * sz_z);
+        }
+        Buf q = upload(be, now.q, t), k = upload(be, now.k, t), v = upload(be, now.v, t);
+        Buf yb(be, std::size_t(B) * H * hd * dtype_size(t)), sl = upload_i32(be, slots);
+        Buf Sb = upload(be, to_f32(S0), DType::F32), zb = upload(be, to_f32(z0), DType::F32);
+        ops::LaDecodeParams p;
+        p.shape.heads = H, p.shape.feature_dim = kF, p.shape.head_dim = hd;
+        p.q = q.p, p.k = k.p, p.v = v.p, p.y = yb.p, p.ld_q = p.ld_k = H * kF, p.ld_v = p.ld_y = H * hd;
+        p.dtype = t, p.n_tokens = B, p.slots = sl.as<int32_t>(), p.state_s = Sb.as<float>(), p.state_z = zb.as<float>();
+        be->la_decode(p);
+        CHECK(close(download(be, yb, yref.size(), t), yref, tol_for(t), ctx + " y"));
+        CHECK(close(download(be, Sb, Sref.size(), DType::F32), Sref, kStateTol, ctx + " S"));
+        CHECK(close(download(be, zb, zref.size(), DType::F32), zref, kStateTol, ctx + " z"));
+      }
+}
+
+TEST_CASE("la: prefill split in two == one prefill; prefill then decode == longer prefill") {
+  NEED_GPU();
+  std::mt19937 g(8);
+  const int H = 2, T = 300, T1 = 137, Td = 3;
+  for (DType t : kDtypes)
+    for (int hd : {64, 112}) {
+      const std::string ctx = "la consistency " + dname(t) + " hd" + std::to_string(hd);
+      const LaSeq all = la_seq(g, H, hd, T, t);
+      const std::size_t nS = std::size_t(H) * kD * hd, nz = std::size_t(H) * kD, row = std::size_t(H) * hd;
+      Buf S1(be, nS * 4), z1(be, nz * 4), S2(be, nS * 4), z2(be, nz * 4), S3(be, nS * 4), z3(be, nz * 4);
+      for (Buf* b : {&S1, &z1, &S2, &z2, &S3, &z3}) be->fill_zero(b->p, (b == &S1 || b == &S2 || b == &S3 ? nS : nz) * 4);
+      const auto y1 = run_la_prefill(be, all, t, S1.as<float>(), z1.as<float>());
+      auto y2 = run_la_prefill(be, la_slice(all, 0, T1), t, S2.as<float>(), z2.as<float>());
+      const auto y2b = run_la_prefill(be, la_slice(all, T1, T), t, S2.as<float>(), z2.as<float>());
+      y2.insert(y2.end(), y2b.begin(), y2b.end());
+      CHECK(close(y2, y1, tol_same(t), ctx + " split y"));
+      const auto S1h = download(be, S1, nS, DType::F32), z1h = download(be, z1, nz, DType::F32);
+      CHECK(close(download(be, S2, nS, DType::F32), S1h, {1e-5, 1e-6}, ctx + " split S"));
+      CHECK(close(download(be, z2, nz, DType::F32), z1h, {1e-5, 1e-6}, ctx + " split z"));
+      // prefill T - Td tokens, then Td decode steps on slot 0
+      run_la_prefill(be, la_slice(all, 0, T - Td), t, S3.as<float>(), z3.as<float>());
+      const int32_t zero = 0;
+      Buf sl = upload_i32(be, {zero});
+      for (int i = T - Td; i < T; ++i) {
+        const LaSeq one = la_slice(all, i, i + 1);
+        Buf q = upload(be, one.q, t), k = upload(be, one.k, t), v = upload(be, one.v, t), yb(be, row * dtype_size(t));
+        ops::LaDecodeParams p;
+        p.shape.heads = H, p.shape.feature_dim = kF, p.shape.head_dim = hd;
+        p.q = q.p, p.k = k.p, p.v = v.p, p.y = yb.p, p.ld_q = p.ld_k = H * kF, p.ld_v = p.ld_y = H * hd;
+        p.dtype = t, p.n_tokens = 1, p.slots = sl.as<int32_t>(), p.state_s = S3.as<float>(), p.state_z = z3.as<float>();
+        be->la_decode(p);
+        const std::vector<float> want(y1.begin() + i * row, y1.begin() + (i + 1) * row);
+        CHECK(close(download(be, yb, row, t), want, tol_same(t), ctx + " decode y at " + std::to_string(i)));
+      }
+      CHECK(close(download(be, S3, nS, DType::F32), S1h, {1e-5, 1e-6}, ctx + " decode S"));
+      CHECK(close(download(be, z3, nz, DType::F32), z1h, {1e-5, 1e-6}, ctx + " decode z"));
+    }
+}
