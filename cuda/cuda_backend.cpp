@@ -2,6 +2,7 @@
 #include "cuda_backend.h"
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "gemm_cublaslt.h"
@@ -36,7 +37,7 @@ void check_swa_shape(const ops::SlidingWindowShape& s, const char* op) {
           "head_dim must be in [1, " + num(kMaxHeadDim) + "], got " + num(s.head_dim));
   require(s.rotary_dim >= 0 && s.rotary_dim % 2 == 0 && s.rotary_dim <= s.head_dim, op,
           "rotary_dim must be even and <= head_dim, got " + num(s.rotary_dim));
-  require(s.window >= 0 && s.window <= 8192, op, "window must be in [0, 8192], got " + num(s.window));
+  require(s.window >= 0 && s.window <= 4096, op, "window must be in [0, 4096], got " + num(s.window));
   require(s.ring_size >= s.window + 1, op,
           "ring_size must be >= window + 1, got " + num(s.ring_size) + " for window " +
               num(s.window));
@@ -276,6 +277,42 @@ void CudaBackend::argmax(const ops::ArgmaxParams& p) {
   require(p.logits && p.out, "argmax", "null pointer");
   ensure_device();
   check_launch(launch_argmax(p, stream_), "argmax");
+}
+
+void* CudaBackend::capture_graph(const std::function<void()>& fn) {
+  ensure_device();
+  BASED_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  try {
+    fn();
+  } catch (...) {
+    cudaGraph_t partial = nullptr;
+    cudaStreamEndCapture(stream_, &partial);
+    if (partial) cudaGraphDestroy(partial);
+    cudaGetLastError();
+    throw;
+  }
+  cudaGraph_t graph = nullptr;
+  BASED_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  if (e != cudaSuccess) throw_cuda_error(e, "cudaGraphInstantiate(&exec, graph, 0)", __FILE__, __LINE__);
+  return exec;
+}
+
+void CudaBackend::replay_graph(void* graph) {
+  require(graph != nullptr, "replay_graph", "null graph");
+  ensure_device();
+  BASED_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph), stream_));
+}
+
+void CudaBackend::destroy_graph(void* graph) noexcept {
+  if (!graph) return;
+  int cur = -1;
+  cudaGetDevice(&cur);
+  if (cur != device_) cudaSetDevice(device_);
+  cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph));
+  cudaGetLastError();
 }
 
 }  // namespace cuda

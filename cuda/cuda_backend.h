@@ -54,6 +54,13 @@ class CudaBackend final : public Backend {
   void swiglu(const ops::SwigluParams& p) override;
   void argmax(const ops::ArgmaxParams& p) override;
 
+  /// Captures fn's work on the stream (thread-local capture mode) into an instantiated
+  /// cudaGraphExec_t; fn's ops are recorded, not run. Throws CudaError when capture fails
+  /// (e.g. fn copies to the host or allocates).
+  void* capture_graph(const std::function<void()>& fn) override;
+  void replay_graph(void* graph) override;
+  void destroy_graph(void* graph) noexcept override;
+
   cudaStream_t stream() const { return stream_; }
 
  private:

@@ -147,7 +147,13 @@ GemmCublasLt::Plan GemmCublasLt::make_plan(const ops::GemmParams& p, const Key& 
   Plan plan;
   // A bias through the epilogue first; if no algorithm supports it for this dtype pair
   // (a 16-bit bias with an fp32 output), plain matmul plus a bias kernel.
-  if (p.bias && try_plan(p, key, true, &plan)) return plan;
+  if (p.bias) {
+    try {
+      if (try_plan(p, key, true, &plan)) return plan;
+    } catch (const CudaError&) {
+      // this cuBLASLt rejects the bias type: fall through to the bias kernel
+    }
+  }
   if (try_plan(p, key, false, &plan)) {
     plan.bias_kernel = p.bias != nullptr;
     if (plan.bias_kernel && p.out_dtype != DType::F32) {

@@ -1,12 +1,12 @@
 // linear_attention_prefill.cu: causal Taylor linear attention over one sequence, continuing
 // from and writing back the fp32 state (SPEC 2.1, recurrent form).
 //
-// Kernel 1 (numerator, denominator, S): one CTA of 512 threads per (head, block of 16 value
-// columns). The CTA keeps its S[D][16] slice in registers: thread (g, c) owns column c and rows
-// g, g + 32, ... (9 rows for D = 273). Tokens go in batches of 16: phi(q), phi(k) of the batch
+// Kernel 1 (numerator, denominator, S): one CTA of 512 threads per (head, block of 8 value
+// columns). The CTA keeps its S[D][8] slice in registers: thread (g, c) owns column c and rows
+// g, g + 64, ... (5 rows for D = 273). Tokens go in batches of 16: phi(q), phi(k) of the batch
 // are formed in shared memory, then every thread runs the recurrence S_r += phi(k)_r v,
 // acc += phi(q)_r S_r token by token (update first, then read out); a shared-memory reduction
-// over the 32 row groups gives the numerators. Each CTA also carries a private running copy of
+// over the 64 row groups gives the numerators. Each CTA also carries a private running copy of
 // z (one row per thread) for the denominators phi(q_t).z_t.
 // Kernel 2 then adds sum_t phi(k_t) to the global z (kernel 1 only reads z: its CTAs may run
 // in any order, so none of them may write z).
@@ -14,19 +14,19 @@
 // This is the CUDA-core baseline: exact fp32, but FLOP-inefficient and sequential over tokens;
 // the tensor-core chunked kernel (SPEC 5.1) is the performance path still to come.
 #include "kernels.h"
-#include "linear_attention_common.cuh"
+#include "common.cuh"
 
 namespace based_core {
 namespace cuda {
 namespace {
 
 constexpr int kThreads = 512;
-constexpr int kCols = 16;                  // value columns per CTA
-constexpr int kGroups = kThreads / kCols;  // 32 row groups
+constexpr int kCols = 8;                   // value columns per CTA
+constexpr int kGroups = kThreads / kCols;  // 64 row groups
 constexpr int kTB = 16;                    // tokens per batch
 constexpr int kMaxD = 1 + kMaxFeatureDim + kMaxFeatureDim * kMaxFeatureDim;  // 273
 constexpr int kLdPhi = 288;                // >= kMaxD, phi row stride in shared memory
-constexpr int kRows = (kMaxD + kGroups - 1) / kGroups;                        // 9
+constexpr int kRows = (kMaxD + kGroups - 1) / kGroups;                        // 5
 constexpr int kWarps = kThreads / 32;
 
 struct LaPrefillArgs {
@@ -43,16 +43,17 @@ struct LaPrefillArgs {
   float eps, c1, c2;
 };
 
-constexpr int kSmemFloats = 3 * kTB * kCols + 2 * kTB * kLdPhi + kTB * kGroups * kCols + kTB * kWarps;
+constexpr int kSmemFloats = 2 * kTB * (kMaxFeatureDim + 1) + kTB * kCols + 2 * kTB * kLdPhi + kTB * kGroups * kCols + kTB * kWarps;
 
 // computes: for this head and 16 value columns, token by token: S += phi(k_t) v_t^T,
 // z_t = z + sum_{j<=t} phi(k_j), y_t = (phi(q_t)^T S) / (phi(q_t)^T z_t + eps) (SPEC 2.1).
 template <class T>
 __global__ void __launch_bounds__(kThreads) la_prefill_kernel(LaPrefillArgs a) {
   extern __shared__ __align__(16) float smem[];
-  float* qs = smem;                    // [kTB][16]
-  float* ks = qs + kTB * kCols;        // [kTB][16]
-  float* vs = ks + kTB * kCols;        // [kTB][16]
+  constexpr int F = kMaxFeatureDim + 1;  // f-vector row + a constant 1 at index kMaxFeatureDim
+  float* qs = smem;                    // [kTB][F]
+  float* ks = qs + kTB * F;            // [kTB][F]
+  float* vs = ks + kTB * F;            // [kTB][kCols]
   float* phq = vs + kTB * kCols;       // [kTB][kLdPhi]
   float* phk = phq + kTB * kLdPhi;     // [kTB][kLdPhi]
   float* part = phk + kTB * kLdPhi;    // [kTB][kGroups][kCols]
@@ -79,25 +80,35 @@ __global__ void __launch_bounds__(kThreads) la_prefill_kernel(LaPrefillArgs a) {
     s[m] = (r < D && col_ok) ? S[int64_t(r) * hd + col] : 0.f;
   }
   float zr = tid < D ? z[tid] : 0.f;
+  // phi row tid as (x[pi] * x[pj]) * pc, index kMaxFeatureDim reading the constant 1
+  int pi = kMaxFeatureDim, pj = kMaxFeatureDim;
+  float pc = 1.f;
+  if (tid >= 1 && tid <= f) pi = tid - 1, pc = a.c1;
+  if (tid > f && tid < D) pi = (tid - 1 - f) / f, pj = (tid - 1 - f) % f, pc = a.c2;
 
   for (int64_t t0 = 0; t0 < a.n_tokens; t0 += kTB) {
     const int nt = int(a.n_tokens - t0 < kTB ? a.n_tokens - t0 : kTB);
-    for (int idx = tid; idx < kTB * kCols; idx += kThreads) {
-      const int tb = idx / kCols, e = idx % kCols;
-      const bool tok = tb < nt;
+    for (int idx = tid; idx < kTB * F; idx += kThreads) {
+      const int tb = idx / F, e = idx % F;
+      const bool tok = tb < nt && e < f;
       const int64_t t = t0 + tb;
-      qs[idx] = (tok && e < f) ? to_f(Q[t * a.ld_q + int64_t(h) * f + e]) : 0.f;
-      ks[idx] = (tok && e < f) ? to_f(K[t * a.ld_k + int64_t(h) * f + e]) : 0.f;
-      const int vc = cb * kCols + e;
-      vs[idx] = (tok && vc < hd) ? to_f(V[t * a.ld_v + int64_t(h) * hd + vc]) : 0.f;
+      const float one = e == kMaxFeatureDim ? 1.f : 0.f;
+      qs[idx] = tok ? to_f(Q[t * a.ld_q + int64_t(h) * f + e]) : one;
+      ks[idx] = tok ? to_f(K[t * a.ld_k + int64_t(h) * f + e]) : one;
+    }
+    for (int idx = tid; idx < kTB * kCols; idx += kThreads) {
+      const int tb = idx / kCols, vc = cb * kCols + idx % kCols;
+      vs[idx] = (tb < nt && vc < hd) ? to_f(V[(t0 + tb) * a.ld_v + int64_t(h) * hd + vc]) : 0.f;
     }
     __syncthreads();
-    for (int idx = tid; idx < nt * D; idx += kThreads) {
-      const int tb = idx / D, r = idx - tb * D;
-      phq[tb * kLdPhi + r] = taylor_phi(qs + tb * kCols, r, f, a.c1, a.c2);
-      phk[tb * kLdPhi + r] = taylor_phi(ks + tb * kCols, r, f, a.c1, a.c2);
+    if (tid < D) {  // thread r forms phi row r of every token: (x_i * x_j) * coef
+      for (int tb = 0; tb < nt; ++tb) {
+        phq[tb * kLdPhi + tid] = qs[tb * F + pi] * qs[tb * F + pj] * pc;
+        phk[tb * kLdPhi + tid] = ks[tb * F + pi] * ks[tb * F + pj] * pc;
+      }
     }
     __syncthreads();
+#pragma unroll 2
     for (int tb = 0; tb < nt; ++tb) {
       const float vt = vs[tb * kCols + c];
       const float* pk = phk + tb * kLdPhi;
@@ -125,14 +136,19 @@ __global__ void __launch_bounds__(kThreads) la_prefill_kernel(LaPrefillArgs a) {
       }
     }
     __syncthreads();
-    for (int o = tid; o < nt * kCols; o += kThreads) {
-      const int tb = o / kCols, cc = o % kCols;
+    {  // 4 lanes per output: 16 tokens x 8 columns x 4 = 512 threads
+      static_assert(kTB * kCols * 4 == kThreads, "reduction layout");
+      const int o = tid >> 2, sub = tid & 3, tb = o / kCols, cc = o % kCols;
+      float num = 0.f;
+      for (int gg = sub; gg < kGroups; gg += 4) num += part[(tb * kGroups + gg) * kCols + cc];
+      num += __shfl_xor_sync(0xffffffffu, num, 1);
+      num += __shfl_xor_sync(0xffffffffu, num, 2);
       const int oc = cb * kCols + cc;
-      if (oc >= hd) continue;
-      float num = 0.f, den = 0.f;
-      for (int gg = 0; gg < kGroups; ++gg) num += part[(tb * kGroups + gg) * kCols + cc];
-      for (int w = 0; w < nwz; ++w) den += dpw[tb * kWarps + w];
-      Y[(t0 + tb) * a.ld_y + int64_t(h) * hd + oc] = from_f<T>(num / (den + a.eps));
+      if (sub == 0 && tb < nt && oc < hd) {
+        float den = 0.f;
+        for (int w = 0; w < nwz; ++w) den += dpw[tb * kWarps + w];
+        Y[(t0 + tb) * a.ld_y + int64_t(h) * hd + oc] = from_f<T>(num / (den + a.eps));
+      }
     }
   }
 
@@ -153,19 +169,20 @@ __global__ void __launch_bounds__(kZGroups * kZRows) la_prefill_z_kernel(LaPrefi
   const int gi = tid / kZRows, r = tid % kZRows;
   const int f = a.f, D = a.D;
   const T* K = static_cast<const T*>(a.k);
-  float acc = 0.f;
+  float acc = 0.f, coef = 1.f;
   if (r < D) {
-    int i = -1, j = -1;  // phi_r = 1 (i < 0), c1 k_i (j < 0) or c2 k_i k_j
-    if (r >= 1 && r <= f) i = r - 1;
-    if (r > f) i = (r - 1 - f) / f, j = (r - 1 - f) % f;
+    int i = 0, j = 0;  // phi_r = coef * (use_i ? k_i : 1) * (use_j ? k_j : 1)
+    bool use_i = false, use_j = false;
+    if (r >= 1 && r <= f) i = r - 1, use_i = true, coef = a.c1;
+    if (r > f) i = (r - 1 - f) / f, j = (r - 1 - f) % f, use_i = use_j = true, coef = a.c2;
+#pragma unroll 8
     for (int64_t t = gi; t < a.n_tokens; t += kZGroups) {
       const T* kr = K + t * a.ld_k + int64_t(h) * f;
-      if (i < 0) acc += 1.f;
-      else if (j < 0) acc += to_f(kr[i]) * a.c1;
-      else acc += to_f(kr[i]) * to_f(kr[j]) * a.c2;
+      const float x = use_i ? to_f(kr[i]) : 1.f, y = use_j ? to_f(kr[j]) : 1.f;
+      acc = fmaf(x, y, acc);
     }
   }
-  red[gi][r] = acc;
+  red[gi][r] = acc * coef;
   __syncthreads();
   if (tid < D) a.z[int64_t(h) * D + tid] += red[0][tid] + red[1][tid] + red[2][tid];
 }

@@ -1,10 +1,13 @@
 // sliding_window_decode.cu: one decode step of sliding-window attention per row (SPEC 2.2).
 //
-// One CTA (128 threads) per (row, head): rotate q and k at the row's absolute position, put
+// One CTA (256 threads) per (row, head): rotate q and k at the row's absolute position, put
 // k and v into ring row p % R of the row's slot, then attend q over the ring rows of
 // positions max(0, p - window) .. p. Writing first and reading everything back from the ring
 // (R >= window + 1, so the new row aliases no row in the band) gives the current key the
 // same dtype rounding as prefill keys.
+// Latency matters more than bandwidth here (a few KB per CTA): every thread scores whole keys
+// with 16-byte loads, and for o the CTA splits into groups of hd/VEC threads that each take
+// every G-th key for a 16-byte column chunk, so that all loads of a phase are in flight at once.
 #include "kernels.h"
 #include "sliding_window_common.cuh"
 
@@ -12,7 +15,8 @@ namespace based_core {
 namespace cuda {
 namespace {
 
-constexpr int kThreads = 128;
+constexpr int kThreads = 256;
+constexpr int kRedFloats = kThreads * 8;  // >= groups * hd for every VEC
 
 struct SwaDecodeArgs {
   const void* qkv;
@@ -28,14 +32,15 @@ struct SwaDecodeArgs {
 };
 
 // computes: ring[p % R] <- (rot_p(k_i), v_i); o_i = sum_{j=max(0,p-w)}^{p} softmax_j(rot_p(q_i) .
-// k_j * scale) v_j over the ring rows of slot slots[i] (SPEC 2.2, decode).
-template <class T>
+// k_j * scale) v_j over the ring rows of slot slots[i] (SPEC 2.2, decode). VEC elements per load.
+template <class T, int VEC>
 __global__ void __launch_bounds__(kThreads) swa_decode_kernel(SwaDecodeArgs a) {
   extern __shared__ __align__(16) float smem[];
+  __shared__ __align__(16) float red[kRedFloats];
+  __shared__ float scratch[33];
   const int hd = a.hd, H = a.heads, half = a.rd >> 1;
   float* qs = smem;       // [hd] rotated q * scale * log2(e)
   float* sc = smem + hd;  // [window + 1] scores, then probabilities
-  __shared__ float scratch[33];
 
   const int64_t i = blockIdx.x;
   const int h = blockIdx.y;
@@ -44,7 +49,7 @@ __global__ void __launch_bounds__(kThreads) swa_decode_kernel(SwaDecodeArgs a) {
   const T* row = static_cast<const T*>(a.qkv) + i * a.ld_qkv;
   T* ring_k = static_cast<T*>(a.ring_k) + slot * a.ring * H * int64_t(hd);
   T* ring_v = static_cast<T*>(a.ring_v) + slot * a.ring * H * int64_t(hd);
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tid = threadIdx.x;
 
   {
     const int64_t r = ((p % a.ring) * H + h) * int64_t(hd);
@@ -59,12 +64,17 @@ __global__ void __launch_bounds__(kThreads) swa_decode_kernel(SwaDecodeArgs a) {
 
   const int nk = int(p < a.window ? p : a.window) + 1;
   const int64_t j0 = p - nk + 1;
-  for (int kk = warp; kk < nk; kk += kThreads / 32) {
+  for (int kk = tid; kk < nk; kk += kThreads) {
     const T* kr = ring_k + (((j0 + kk) % a.ring) * H + h) * int64_t(hd);
     float acc = 0.f;
-    for (int d = lane; d < hd; d += 32) acc = fmaf(qs[d], to_f(kr[d]), acc);
-    acc = warp_sum(acc);
-    if (lane == 0) sc[kk] = acc;
+#pragma unroll 8
+    for (int c = 0; c < hd; c += VEC) {
+      float kv[VEC];
+      load_pack<T, VEC>(kr + c, kv);
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) acc = fmaf(qs[c + e], kv[e], acc);
+    }
+    sc[kk] = acc;
   }
   __syncthreads();
 
@@ -79,21 +89,32 @@ __global__ void __launch_bounds__(kThreads) swa_decode_kernel(SwaDecodeArgs a) {
   }
   const float inv = 1.f / block_sum(ls, scratch);  // block_sum also publishes sc[]
 
+  const int cpr = hd / VEC;          // column chunks per row
+  const int groups = kThreads / cpr;  // key groups
+  const int ch = tid % cpr, grp = tid / cpr;
+  if (grp < groups) {
+    float acc[VEC];
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) acc[e] = 0.f;
+#pragma unroll 4
+    for (int kk = grp; kk < nk; kk += groups) {
+      const T* vr = ring_v + (((j0 + kk) % a.ring) * H + h) * int64_t(hd) + ch * VEC;
+      float vv[VEC];
+      load_pack<T, VEC>(vr, vv);
+      const float pj = sc[kk];
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) acc[e] = fmaf(pj, vv[e], acc[e]);
+    }
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) red[grp * hd + ch * VEC + e] = acc[e];
+  }
+  __syncthreads();
+
   T* out = static_cast<T*>(a.out) + i * a.ld_out + int64_t(h) * hd;
   for (int d = tid; d < hd; d += kThreads) {
-    float acc0 = 0.f, acc1 = 0.f;
-    int kk = 0;
-    for (; kk + 1 < nk; kk += 2) {
-      const T* v0 = ring_v + (((j0 + kk) % a.ring) * H + h) * int64_t(hd);
-      const T* v1 = ring_v + (((j0 + kk + 1) % a.ring) * H + h) * int64_t(hd);
-      acc0 = fmaf(sc[kk], to_f(v0[d]), acc0);
-      acc1 = fmaf(sc[kk + 1], to_f(v1[d]), acc1);
-    }
-    if (kk < nk) {
-      const T* v0 = ring_v + (((j0 + kk) % a.ring) * H + h) * int64_t(hd);
-      acc0 = fmaf(sc[kk], to_f(v0[d]), acc0);
-    }
-    out[d] = from_f<T>((acc0 + acc1) * inv);
+    float o = 0.f;
+    for (int g = 0; g < groups; ++g) o += red[g * hd + d];
+    out[d] = from_f<T>(o * inv);
   }
 }
 
@@ -107,14 +128,18 @@ cudaError_t launch_swa_decode(const ops::SwaDecodeParams& p, cudaStream_t stream
       s.heads > 65535)
     return cudaErrorInvalidValue;
   const int smem = int(sizeof(float)) * (s.head_dim + s.window + 1);
-  if (smem > 48 * 1024) return cudaErrorInvalidValue;
+  if (smem > 32 * 1024) return cudaErrorInvalidValue;
   SwaDecodeArgs a{p.qkv, p.ld_qkv, p.out, p.ld_out, p.slots, p.positions, p.ring_k, p.ring_v,
                   s.heads, s.head_dim, s.rotary_dim, s.window, s.ring_size, s.rope_base,
                   s.scale * kLog2e};
   return dispatch_act_dtype(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     const dim3 grid(unsigned(p.n_tokens), unsigned(s.heads));
-    swa_decode_kernel<T><<<grid, kThreads, smem, stream>>>(a);
+    constexpr int vec = int(16 / sizeof(T));
+    if (s.head_dim % vec == 0 && aligned_to(p.ring_k, 16) && aligned_to(p.ring_v, 16))
+      swa_decode_kernel<T, vec><<<grid, kThreads, smem, stream>>>(a);
+    else
+      swa_decode_kernel<T, 1><<<grid, kThreads, smem, stream>>>(a);
     return cudaGetLastError();
   });
 }

@@ -140,9 +140,11 @@ Tol tol_same(DType t) {
   return {2e-5, 2e-5};
 }
 
-/// |got - ref| <= atol + rtol |ref| everywhere; prints the worst element when not.
+/// |got - ref| <= atol + rtol |mag| everywhere (mag = ref unless given: the size of the terms
+/// summed, where cancellation is expected); prints the worst element when not.
 template <class R>
-bool close(const std::vector<float>& got, const std::vector<R>& ref, Tol tol, const std::string& what) {
+bool close(const std::vector<float>& got, const std::vector<R>& ref, Tol tol, const std::string& what,
+           const std::vector<double>* mag = nullptr) {
   if (got.size() != ref.size()) {
     MESSAGE(what << ": size " << got.size() << " != " << ref.size());
     return false;
@@ -151,8 +153,9 @@ bool close(const std::vector<float>& got, const std::vector<R>& ref, Tol tol, co
   std::size_t wi = 0;
   for (std::size_t i = 0; i < got.size(); ++i) {
     const double e = std::fabs(double(got[i]) - double(ref[i]));
-    double r = e / (tol.atol + tol.rtol * std::fabs(double(ref[i])));
-    if (std::isnan(r) || std::isnan(double(got[i]))) r = INFINITY;
+    const double lim = tol.atol + tol.rtol * std::fabs(mag ? (*mag)[i] : double(ref[i]));
+    double r = e == 0 ? 0 : (lim > 0 ? e / lim : INFINITY);
+    if (std::isnan(e)) r = INFINITY;
     if (r > worst) worst = r, wi = i;
   }
   if (worst > 1)
@@ -383,19 +386,23 @@ TEST_CASE("gemm through cuBLASLt: bias, accumulate, strides, output dtypes") {
               p.m = s.m, p.n = s.n, p.k = s.k;
               be->gemm(p);
               const auto got = download(be, yb, std::size_t(s.m) * ldy, out);
-              std::vector<double> ref(got.begin(), got.end());
+              std::vector<double> ref(got.begin(), got.end()), mag(got.size(), 0.0);
               for (int i = 0; i < s.m; ++i)
                 for (int j = 0; j < s.n; ++j) {
-                  double v = acc ? y0[std::size_t(i) * ldy + j] : 0.0;
+                  double v = 0;
                   for (int c = 0; c < s.k; ++c) v += double(x[std::size_t(i) * ldx + c]) * w[std::size_t(j) * s.k + c];
-                  ref[std::size_t(i) * ldy + j] = v + (bias ? b[j] : 0.0);
+                  const double y0v = acc ? y0[std::size_t(i) * ldy + j] : 0.0, bv = bias ? b[j] : 0.0;
+                  ref[std::size_t(i) * ldy + j] = v + y0v + bv;
+                  // 16-bit outputs: cuBLASLt may round the product before adding C and the bias
+                  mag[std::size_t(i) * ldy + j] = std::fabs(v) + std::fabs(y0v) + std::fabs(bv);
                 }
               const Tol tl = out == DType::F32 ? Tol{2e-5 * std::sqrt(double(s.k)), 1e-5} : Tol{1e-3, tol_for(out).rtol / 2};
               CHECK(close(got, ref, tl,
                           "gemm " + dname(t) + "->" + dname(out) + " m" + std::to_string(s.m) + " n" +
                               std::to_string(s.n) + " k" + std::to_string(s.k) + " bias" +
                               std::to_string(bias) + " acc" + std::to_string(acc) + " pad" +
-                              std::to_string(pad)));
+                              std::to_string(pad),
+                          &mag));
             }
 }
 
@@ -517,4 +524,437 @@ TEST_CASE("la: prefill split in two == one prefill; prefill then decode == longe
       CHECK(close(download(be, S3, nS, DType::F32), S1h, {1e-5, 1e-6}, ctx + " decode S"));
       CHECK(close(download(be, z3, nz, DType::F32), z1h, {1e-5, 1e-6}, ctx + " decode z"));
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// Sliding-window attention reference (SPEC 2.2).
+namespace {
+struct SwaCfg {
+  int H, hd, rd, window, R;
+  float base = 10000.f;
+  float scale() const { return float(1.0 / std::sqrt(double(hd))); }
+};
+
+/// x rotated at pos (rotate-half over rd dims); the angle is formed in fp32 as the GPU does.
+void rope(const float* x, const SwaCfg& c, int64_t pos, double* out) {
+  for (int d = 0; d < c.hd; ++d) out[d] = x[d];
+  const int half = c.rd / 2;
+  for (int i = 0; i < half; ++i) {
+    const float invf = 1.f / std::pow(c.base, float(2 * i) / float(c.rd));
+    const double ang = float(pos) * invf;
+    const double co = std::cos(ang), si = std::sin(ang);
+    out[i] = x[i] * co - x[i + half] * si;
+    out[i + half] = x[i + half] * co + x[i] * si;
+  }
+}
+
+/// Keys/values by absolute position (post-RoPE, rounded to the dtype), [pos][H][hd].
+struct KvHist {
+  std::vector<float> k, v;
+};
+
+/// Adds the post-RoPE k and the v of qkv rows (positions start..) to the history.
+void swa_push(const SwaCfg& c, const std::vector<float>& qkv, int n, int64_t start, DType t, KvHist& kv) {
+  const int w = c.H * c.hd;
+  kv.k.resize(std::size_t(start + n) * w), kv.v.resize(std::size_t(start + n) * w);
+  std::vector<double> r(c.hd);
+  for (int i = 0; i < n; ++i)
+    for (int h = 0; h < c.H; ++h) {
+      rope(&qkv[std::size_t(i) * 3 * w + w + h * c.hd], c, start + i, r.data());
+      for (int d = 0; d < c.hd; ++d) {
+        kv.k[std::size_t(start + i) * w + h * c.hd + d] = round_dt(float(r[d]), t);
+        kv.v[std::size_t(start + i) * w + h * c.hd + d] = qkv[std::size_t(i) * 3 * w + 2 * w + h * c.hd + d];
+      }
+    }
+}
+
+/// o for the query in qkv row i at position pos over the history positions [pos-w, pos].
+void swa_query(const SwaCfg& c, const float* qkv_row, int64_t pos, const KvHist& kv, double* o) {
+  const int w = c.H * c.hd;
+  std::vector<double> q(c.hd), s;
+  for (int h = 0; h < c.H; ++h) {
+    rope(qkv_row + h * c.hd, c, pos, q.data());
+    const int64_t j0 = std::max<int64_t>(0, pos - c.window);
+    s.assign(std::size_t(pos - j0 + 1), 0);
+    double mx = -1e300, sum = 0;
+    for (int64_t j = j0; j <= pos; ++j) {
+      double d = 0;
+      for (int e = 0; e < c.hd; ++e) d += q[e] * kv.k[std::size_t(j) * w + h * c.hd + e];
+      s[j - j0] = d * c.scale();
+      mx = std::max(mx, s[j - j0]);
+    }
+    for (auto& x : s) sum += (x = std::exp(x - mx));
+    for (int e = 0; e < c.hd; ++e) {
+      double acc = 0;
+      for (int64_t j = j0; j <= pos; ++j) acc += s[j - j0] * kv.v[std::size_t(j) * w + h * c.hd + e];
+      o[h * c.hd + e] = acc / sum;
+    }
+  }
+}
+
+ops::SlidingWindowShape swa_shape(const SwaCfg& c) {
+  ops::SlidingWindowShape s;
+  s.heads = c.H, s.head_dim = c.hd, s.window = c.window, s.rotary_dim = c.rd, s.rope_base = c.base;
+  s.scale = c.scale(), s.ring_size = c.R;
+  return s;
+}
+
+std::vector<float> run_swa_prefill(Backend* be, const SwaCfg& c, const std::vector<float>& qkv, int n,
+                                   int64_t start, DType t, const Buf& rk, const Buf& rv) {
+  const int w = c.H * c.hd;
+  Buf qb = upload(be, qkv, t), ob(be, std::size_t(n) * w * dtype_size(t));
+  ops::SwaPrefillParams p;
+  p.shape = swa_shape(c), p.qkv = qb.p, p.ld_qkv = 3 * w, p.out = ob.p, p.ld_out = w, p.dtype = t;
+  p.n_tokens = n, p.start_pos = start, p.ring_k = rk.p, p.ring_v = rv.p;
+  be->swa_prefill(p);
+  return download(be, ob, std::size_t(n) * w, t);
+}
+
+std::vector<float> run_swa_decode(Backend* be, const SwaCfg& c, const std::vector<float>& qkv,
+                                  const std::vector<int32_t>& slots, const std::vector<int32_t>& pos,
+                                  DType t, const Buf& rk, const Buf& rv) {
+  const int w = c.H * c.hd, B = int(slots.size());
+  Buf qb = upload(be, qkv, t), ob(be, std::size_t(B) * w * dtype_size(t));
+  Buf sb = upload_i32(be, slots), pb = upload_i32(be, pos);
+  ops::SwaDecodeParams p;
+  p.shape = swa_shape(c), p.qkv = qb.p, p.ld_qkv = 3 * w, p.out = ob.p, p.ld_out = w, p.dtype = t;
+  p.n_tokens = B, p.slots = sb.as<int32_t>(), p.positions = pb.as<int32_t>(), p.ring_k = rk.p, p.ring_v = rv.p;
+  be->swa_decode(p);
+  return download(be, ob, std::size_t(B) * w, t);
+}
+
+/// Post-RoPE keys may differ from the fp64 reference by one rounding of the dtype.
+Tol ring_tol(DType t) {
+  if (t == DType::F16) return {1e-4, 1.1e-3};
+  if (t == DType::BF16) return {1e-4, 8e-3};
+  return {1e-4, 1e-5};
+}
+}  // namespace
+
+TEST_CASE("swa_prefill: banded softmax with RoPE, history from the ring, ring refilled") {
+  NEED_GPU();
+  std::mt19937 g(9);
+  struct Dims {
+    int hd, rd;
+  };
+  for (DType t : kDtypes)
+    for (Dims dm : {Dims{64, 64}, Dims{112, 112}, Dims{64, 32}})
+      for (int window : {64, 128})
+        for (int T : kLengths)
+          for (int start : {0, 150}) {
+            const SwaCfg c{2, dm.hd, dm.rd, window, window + 1 + (T % 3 == 0 ? 6 : 0)};
+            const int w = c.H * c.hd;
+            const std::string ctx = "swa_prefill " + dname(t) + " hd" + std::to_string(c.hd) + " rd" +
+                                    std::to_string(c.rd) + " w" + std::to_string(window) + " R" +
+                                    std::to_string(c.R) + " T" + std::to_string(T) + " start" + std::to_string(start);
+            KvHist kv{rnd(g, std::size_t(start) * w, 1.f, t), rnd(g, std::size_t(start) * w, 1.f, t)};
+            auto ring_k = rnd(g, std::size_t(c.R) * w, 1.f, t), ring_v = rnd(g, std::size_t(c.R) * w, 1.f, t);
+            for (int64_t j = std::max(0, start - c.R); j < start; ++j)
+              for (int e = 0; e < w; ++e) {
+                ring_k[(j % c.R) * w + e] = kv.k[j * w + e];
+                ring_v[(j % c.R) * w + e] = kv.v[j * w + e];
+              }
+            const auto qkv = rnd(g, std::size_t(T) * 3 * w, 1.f, t);
+            swa_push(c, qkv, T, start, t, kv);
+            std::vector<double> ref(std::size_t(T) * w);
+            for (int i = 0; i < T; ++i) swa_query(c, &qkv[std::size_t(i) * 3 * w], start + i, kv, &ref[std::size_t(i) * w]);
+            Buf rk = upload(be, ring_k, t), rv = upload(be, ring_v, t);
+            CHECK(close(run_swa_prefill(be, c, qkv, T, start, t, rk, rv), ref, tol_for(t), ctx + " out"));
+            for (int64_t j = std::max(0, start + T - c.R); j < start + T; ++j)
+              for (int e = 0; e < w; ++e) {
+                ring_k[(j % c.R) * w + e] = kv.k[j * w + e];
+                ring_v[(j % c.R) * w + e] = kv.v[j * w + e];
+              }
+            CHECK(close(download(be, rk, ring_k.size(), t), ring_k, ring_tol(t), ctx + " ring k"));
+            CHECK(close(download(be, rv, ring_v.size(), t), ring_v, {0, 0}, ctx + " ring v"));
+          }
+}
+
+TEST_CASE("swa_decode: rows on their slots and positions") {
+  NEED_GPU();
+  std::mt19937 g(10);
+  for (DType t : kDtypes)
+    for (int hd : {64, 112})
+      for (int window : {64, 128})
+        for (int B : {1, 64}) {
+          const SwaCfg c{2, hd, hd, window, window + 1 + (B > 1 ? 3 : 0)};
+          const int w = c.H * c.hd, n_slots = B + 2;
+          const std::string ctx = "swa_decode " + dname(t) + " hd" + std::to_string(hd) + " w" +
+                                  std::to_string(window) + " B" + std::to_string(B);
+          std::vector<int32_t> perm(n_slots), pos(B);
+          std::iota(perm.begin(), perm.end(), 0);
+          std::shuffle(perm.begin(), perm.end(), g);
+          const std::vector<int32_t> slots(perm.begin(), perm.begin() + B);
+          for (int i = 0; i < B; ++i) pos[i] = i < 4 ? (B == 1 ? 200 : i) : int32_t(g() % 400);
+          auto ring_k = rnd(g, std::size_t(n_slots) * c.R * w, 1.f, t), ring_v = rnd(g, ring_k.size(), 1.f, t);
+          const auto qkv = rnd(g, std::size_t(B) * 3 * w, 1.f, t);
+          std::vector<double> ref(std::size_t(B) * w);
+          for (int i = 0; i < B; ++i) {
+            const std::size_t base = std::size_t(slots[i]) * c.R * w;
+            KvHist kv;
+            kv.k.assign(std::size_t(pos[i]) * w, 0.f), kv.v.assign(std::size_t(pos[i]) * w, 0.f);
+            for (int64_t j = std::max(0, pos[i] - window); j < pos[i]; ++j)
+              for (int e = 0; e < w; ++e) {
+                kv.k[j * w + e] = ring_k[base + (j % c.R) * w + e];
+                kv.v[j * w + e] = ring_v[base + (j % c.R) * w + e];
+              }
+            const std::vector<float> row(qkv.begin() + std::size_t(i) * 3 * w, qkv.begin() + std::size_t(i + 1) * 3 * w);
+            swa_push(c, row, 1, pos[i], t, kv);
+            swa_query(c, row.data(), pos[i], kv, &ref[std::size_t(i) * w]);
+            for (int e = 0; e < w; ++e) {
+              ring_k[base + (pos[i] % c.R) * w + e] = kv.k[std::size_t(pos[i]) * w + e];
+              ring_v[base + (pos[i] % c.R) * w + e] = kv.v[std::size_t(pos[i]) * w + e];
+            }
+          }
+          Buf rk = upload(be, ring_k, t), rv = upload(be, ring_v, t);
+          CHECK(close(run_swa_decode(be, c, qkv, slots, pos, t, rk, rv), ref, tol_for(t), ctx + " out"));
+          CHECK(close(download(be, rk, ring_k.size(), t), ring_k, ring_tol(t), ctx + " ring k"));
+          CHECK(close(download(be, rv, ring_v.size(), t), ring_v, {0, 0}, ctx + " ring v"));
+        }
+}
+
+TEST_CASE("swa: prefill split in two == one prefill; prefill then decode == longer prefill") {
+  NEED_GPU();
+  std::mt19937 g(11);
+  const int T = 300, T1 = 137, Td = 3;
+  for (DType t : kDtypes)
+    for (int hd : {64, 112})
+      for (int window : {64, 128}) {
+        const SwaCfg c{2, hd, hd, window, window + 1};
+        const int w = c.H * c.hd;
+        const std::size_t nr = std::size_t(c.R) * w * dtype_size(t);
+        const std::string ctx = "swa consistency " + dname(t) + " hd" + std::to_string(hd) + " w" + std::to_string(window);
+        const auto qkv = rnd(g, std::size_t(T) * 3 * w, 1.f, t);
+        auto rows = [&](int a, int b) {
+          return std::vector<float>(qkv.begin() + std::size_t(a) * 3 * w, qkv.begin() + std::size_t(b) * 3 * w);
+        };
+        Buf k1(be, nr), v1(be, nr), k2(be, nr), v2(be, nr), k3(be, nr), v3(be, nr);
+        for (Buf* b : {&k1, &v1, &k2, &v2, &k3, &v3}) be->fill_zero(b->p, nr);
+        const auto o1 = run_swa_prefill(be, c, qkv, T, 0, t, k1, v1);
+        auto o2 = run_swa_prefill(be, c, rows(0, T1), T1, 0, t, k2, v2);
+        const auto o2b = run_swa_prefill(be, c, rows(T1, T), T - T1, T1, t, k2, v2);
+        o2.insert(o2.end(), o2b.begin(), o2b.end());
+        CHECK(close(o2, o1, tol_same(t), ctx + " split out"));
+        const auto rk1 = download(be, k1, nr / dtype_size(t), t), rv1 = download(be, v1, nr / dtype_size(t), t);
+        CHECK(close(download(be, k2, rk1.size(), t), rk1, {0, 0}, ctx + " split ring k"));
+        CHECK(close(download(be, v2, rv1.size(), t), rv1, {0, 0}, ctx + " split ring v"));
+        run_swa_prefill(be, c, rows(0, T - Td), T - Td, 0, t, k3, v3);
+        for (int i = T - Td; i < T; ++i) {
+          const auto o = run_swa_decode(be, c, rows(i, i + 1), {0}, {i}, t, k3, v3);
+          const std::vector<float> want(o1.begin() + std::size_t(i) * w, o1.begin() + std::size_t(i + 1) * w);
+          CHECK(close(o, want, tol_same(t), ctx + " decode out at " + std::to_string(i)));
+        }
+        CHECK(close(download(be, k3, rk1.size(), t), rk1, {0, 0}, ctx + " decode ring k"));
+        CHECK(close(download(be, v3, rv1.size(), t), rv1, {0, 0}, ctx + " decode ring v"));
+      }
+}
+
+// ------------------------------------------------------------------------------------------
+// BaseConv gated short convolution (SPEC 2.3).
+namespace {
+/// y for rows of u ([n][2C]) continuing from tail ([2][C]); updates tail.
+std::vector<double> conv_ref(const std::vector<float>& u, int n, int C, const std::vector<float>& w,
+                             std::vector<float>& tail) {
+  std::vector<double> y(std::size_t(n) * C);
+  for (int c = 0; c < C; ++c) {
+    float am2 = tail[c], am1 = tail[C + c];
+    for (int t = 0; t < n; ++t) {
+      const float a = u[std::size_t(t) * 2 * C + c];
+      const double g = u[std::size_t(t) * 2 * C + C + c];
+      const double cv = double(w[c * 3]) * am2 + double(w[c * 3 + 1]) * am1 + double(w[c * 3 + 2]) * a;
+      y[std::size_t(t) * C + c] = cv / (1 + std::exp(-cv)) * g;
+      am2 = am1, am1 = a;
+    }
+    tail[c] = am2, tail[C + c] = am1;
+  }
+  return y;
+}
+
+std::vector<float> run_conv_prefill(Backend* be, const std::vector<float>& u, int n, int C, const Buf& w,
+                                    DType t, float* tail) {
+  Buf ub = upload(be, u, t), yb(be, std::size_t(n) * C * dtype_size(t));
+  ops::ConvPrefillParams p;
+  p.u = ub.p, p.ld_u = 2 * C, p.weight = w.p, p.y = yb.p, p.ld_y = C, p.dtype = t, p.channels = C;
+  p.n_tokens = n, p.tail = tail;
+  be->conv_prefill(p);
+  return download(be, yb, std::size_t(n) * C, t);
+}
+
+std::vector<float> run_conv_decode(Backend* be, const std::vector<float>& u, const std::vector<int32_t>& slots,
+                                   int C, const Buf& w, DType t, float* tail) {
+  const int B = int(slots.size());
+  Buf ub = upload(be, u, t), yb(be, std::size_t(B) * C * dtype_size(t)), sb = upload_i32(be, slots);
+  ops::ConvDecodeParams p;
+  p.u = ub.p, p.ld_u = 2 * C, p.weight = w.p, p.y = yb.p, p.ld_y = C, p.dtype = t, p.channels = C;
+  p.n_tokens = B, p.slots = sb.as<int32_t>(), p.tail = tail;
+  be->conv_decode(p);
+  return download(be, yb, std::size_t(B) * C, t);
+}
+}  // namespace
+
+TEST_CASE("conv_prefill and conv_decode: 3-tap conv, SiLU, gate, tail") {
+  NEED_GPU();
+  std::mt19937 g(12);
+  for (DType t : kDtypes)
+    for (int C : {96, 2050}) {
+      const auto w = rnd(g, std::size_t(C) * 3, 1.f, t);
+      Buf wb = upload(be, w, t);
+      for (int T : kLengths)
+        for (int fresh : {0, 1}) {
+          const std::string ctx = "conv_prefill " + dname(t) + " C" + std::to_string(C) + " T" + std::to_string(T);
+          auto tail = fresh ? std::vector<float>(2 * C, 0.f) : rnd(g, 2 * C, 2.f, t);
+          const auto u = rnd(g, std::size_t(T) * 2 * C, 2.f, t);
+          Buf tb = upload(be, tail, DType::F32);
+          const auto got = run_conv_prefill(be, u, T, C, wb, t, tb.as<float>());
+          const auto ref = conv_ref(u, T, C, w, tail);
+          CHECK(close(got, ref, tol_for(t), ctx + " y"));
+          CHECK(close(download(be, tb, 2 * C, DType::F32), tail, {0, 0}, ctx + " tail"));
+        }
+      for (int B : {1, 64}) {
+        const std::string ctx = "conv_decode " + dname(t) + " C" + std::to_string(C) + " B" + std::to_string(B);
+        std::vector<int32_t> perm(B + 2);
+        std::iota(perm.begin(), perm.end(), 0);
+        std::shuffle(perm.begin(), perm.end(), g);
+        const std::vector<int32_t> slots(perm.begin(), perm.begin() + B);
+        auto tails = rnd(g, std::size_t(B + 2) * 2 * C, 2.f, t);
+        const auto u = rnd(g, std::size_t(B) * 2 * C, 2.f, t);
+        Buf tb = upload(be, tails, DType::F32);
+        const auto got = run_conv_decode(be, u, slots, C, wb, t, tb.as<float>());
+        std::vector<double> ref;
+        for (int i = 0; i < B; ++i) {
+          std::vector<float> tl(tails.begin() + std::size_t(slots[i]) * 2 * C, tails.begin() + std::size_t(slots[i] + 1) * 2 * C);
+          const std::vector<float> ui(u.begin() + std::size_t(i) * 2 * C, u.begin() + std::size_t(i + 1) * 2 * C);
+          const auto y = conv_ref(ui, 1, C, w, tl);
+          ref.insert(ref.end(), y.begin(), y.end());
+          std::copy(tl.begin(), tl.end(), tails.begin() + std::size_t(slots[i]) * 2 * C);
+        }
+        CHECK(close(got, ref, tol_for(t), ctx + " y"));
+        CHECK(close(download(be, tb, tails.size(), DType::F32), tails, {0, 0}, ctx + " tails"));
+      }
+      // consistency: split prefill and prefill + decode against one prefill of 300 tokens
+      const int T = 300, T1 = 137, Td = 3;
+      const auto u = rnd(g, std::size_t(T) * 2 * C, 2.f, t);
+      auto rows = [&](int a, int b) {
+        return std::vector<float>(u.begin() + std::size_t(a) * 2 * C, u.begin() + std::size_t(b) * 2 * C);
+      };
+      Buf t1(be, 2 * C * 4), t2(be, 2 * C * 4), t3(be, 2 * C * 4);
+      for (Buf* b : {&t1, &t2, &t3}) be->fill_zero(b->p, 2 * C * 4);
+      const auto y1 = run_conv_prefill(be, u, T, C, wb, t, t1.as<float>());
+      auto y2 = run_conv_prefill(be, rows(0, T1), T1, C, wb, t, t2.as<float>());
+      const auto y2b = run_conv_prefill(be, rows(T1, T), T - T1, C, wb, t, t2.as<float>());
+      y2.insert(y2.end(), y2b.begin(), y2b.end());
+      CHECK(close(y2, y1, {0, 0}, "conv split " + dname(t)));
+      run_conv_prefill(be, rows(0, T - Td), T - Td, C, wb, t, t3.as<float>());
+      for (int i = T - Td; i < T; ++i) {
+        const std::vector<float> want(y1.begin() + std::size_t(i) * C, y1.begin() + std::size_t(i + 1) * C);
+        CHECK(close(run_conv_decode(be, rows(i, i + 1), {0}, C, wb, t, t3.as<float>()), want, {0, 0},
+                    "conv decode-after-prefill " + dname(t)));
+      }
+      const auto tl1 = download(be, t1, 2 * C, DType::F32);
+      CHECK(close(download(be, t2, 2 * C, DType::F32), tl1, {0, 0}, "conv split tail " + dname(t)));
+      CHECK(close(download(be, t3, 2 * C, DType::F32), tl1, {0, 0}, "conv decode tail " + dname(t)));
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+TEST_CASE("graph capture records a decode step that replays like direct calls") {
+  NEED_GPU();
+  std::mt19937 g(14);
+  const int H = 2, hd = 64, B = 4;
+  const DType t = DType::BF16;
+  const std::size_t nS = std::size_t(B) * H * kD * hd, nz = std::size_t(B) * H * kD, ny = std::size_t(B) * H * hd;
+  const LaSeq now = la_seq(g, H, hd, B, t);
+  Buf q = upload(be, now.q, t), k = upload(be, now.k, t), v = upload(be, now.v, t);
+  Buf sl = upload_i32(be, {3, 0, 2, 1});
+  Buf S1(be, nS * 4), z1(be, nz * 4), S2(be, nS * 4), z2(be, nz * 4), y1(be, ny * 2), y2(be, ny * 2);
+  for (Buf* b : {&S1, &S2}) be->fill_zero(b->p, nS * 4);
+  for (Buf* b : {&z1, &z2}) be->fill_zero(b->p, nz * 4);
+  auto step = [&](const Buf& y, const Buf& S, const Buf& z) {
+    ops::LaDecodeParams p;
+    p.shape.heads = H, p.shape.feature_dim = kF, p.shape.head_dim = hd;
+    p.q = q.p, p.k = k.p, p.v = v.p, p.y = y.p, p.ld_q = p.ld_k = H * kF, p.ld_v = p.ld_y = H * hd;
+    p.dtype = t, p.n_tokens = B, p.slots = sl.as<int32_t>(), p.state_s = S.as<float>(), p.state_z = z.as<float>();
+    be->la_decode(p);
+  };
+  step(y1, S1, z1);
+  step(y1, S1, z1);
+  void* graph = be->capture_graph([&] { step(y2, S2, z2); });
+  REQUIRE(graph != nullptr);
+  CHECK(close(download(be, z2, nz, DType::F32), std::vector<float>(nz, 0.f), {0, 0}, "capture does not run"));
+  be->replay_graph(graph);
+  be->replay_graph(graph);
+  be->destroy_graph(graph);
+  CHECK(close(download(be, y2, ny, t), download(be, y1, ny, t), {0, 0}, "graph y"));
+  CHECK(close(download(be, S2, nS, DType::F32), download(be, S1, nS, DType::F32), {0, 0}, "graph S"));
+}
+
+// ------------------------------------------------------------------------------------------
+// Informational timings (bf16, H = 16): run with --no-skip -tc="*timings*".
+TEST_CASE("cuda op timings" * doctest::skip()) {
+  NEED_GPU();
+  std::mt19937 g(13);
+  const DType t = DType::BF16;
+  const int H = 16;
+  auto time_us = [&](auto&& fn, int iters) {
+    for (int i = 0; i < 3; ++i) fn();
+    be->synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < iters; ++i) fn();
+    be->synchronize();
+    return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / iters;
+  };
+  for (int hd : {64, 112})
+    for (int B : {1, 16, 64, 256}) {
+      const std::size_t nS = std::size_t(B) * H * kD * hd;
+      Buf S(be, nS * 4), z(be, std::size_t(B) * H * kD * 4);
+      be->fill_zero(S.p, nS * 4), be->fill_zero(z.p, std::size_t(B) * H * kD * 4);
+      Buf q = upload(be, rnd(g, std::size_t(B) * H * kF, 1.f, t), t), k = upload(be, rnd(g, std::size_t(B) * H * kF, 1.f, t), t);
+      Buf v = upload(be, rnd(g, std::size_t(B) * H * hd, 1.f, t), t), y(be, std::size_t(B) * H * hd * 2);
+      std::vector<int32_t> sl(B);
+      std::iota(sl.begin(), sl.end(), 0);
+      Buf sb = upload_i32(be, sl);
+      ops::LaDecodeParams p;
+      p.shape.heads = H, p.shape.feature_dim = kF, p.shape.head_dim = hd;
+      p.q = q.p, p.k = k.p, p.v = v.p, p.y = y.p, p.ld_q = p.ld_k = H * kF, p.ld_v = p.ld_y = H * hd;
+      p.dtype = t, p.n_tokens = B, p.slots = sb.as<int32_t>(), p.state_s = S.as<float>(), p.state_z = z.as<float>();
+      const double us = time_us([&] { be->la_decode(p); }, 100);
+      std::printf("la_decode   hd %3d B %3d: %8.2f us  %7.1f GB/s (state read+write)\n", hd, B, us, 2.0 * nS * 4 / us / 1e3);
+    }
+  for (int hd : {64, 112})
+    for (int L : {2048, 8192}) {
+      const LaSeq s = la_seq(g, H, hd, L, t);
+      Buf q = upload(be, s.q, t), k = upload(be, s.k, t), v = upload(be, s.v, t), y(be, std::size_t(L) * H * hd * 2);
+      Buf S(be, std::size_t(H) * kD * hd * 4), z(be, std::size_t(H) * kD * 4);
+      const auto p = la_prefill_params(s, t, q, k, v, y, S.as<float>(), z.as<float>());
+      const double us = time_us([&] { be->la_prefill(p); }, 5);
+      std::printf("la_prefill  hd %3d L %5d (one sequence): %9.1f us\n", hd, L, us);
+    }
+  for (int hd : {64, 112})
+    for (int L : {2048, 8192}) {
+      const SwaCfg c{H, hd, hd, 128, 129};
+      const int w = H * hd;
+      Buf qkv = upload(be, rnd(g, std::size_t(L) * 3 * w, 1.f, t), t), out(be, std::size_t(L) * w * 2);
+      Buf rk(be, std::size_t(c.R) * w * 2), rv(be, std::size_t(c.R) * w * 2);
+      ops::SwaPrefillParams p;
+      p.shape = swa_shape(c), p.qkv = qkv.p, p.ld_qkv = 3 * w, p.out = out.p, p.ld_out = w, p.dtype = t;
+      p.n_tokens = L, p.start_pos = 0, p.ring_k = rk.p, p.ring_v = rv.p;
+      const double us = time_us([&] { be->swa_prefill(p); }, 10);
+      std::printf("swa_prefill hd %3d L %5d w 128: %9.1f us\n", hd, L, us);
+    }
+  for (int B : {1, 64, 256}) {
+    const SwaCfg c{H, 64, 64, 128, 129};
+    const int w = H * 64;
+    Buf qkv = upload(be, rnd(g, std::size_t(B) * 3 * w, 1.f, t), t), out(be, std::size_t(B) * w * 2);
+    Buf rk(be, std::size_t(B) * c.R * w * 2), rv(be, std::size_t(B) * c.R * w * 2);
+    be->fill_zero(rk.p, std::size_t(B) * c.R * w * 2), be->fill_zero(rv.p, std::size_t(B) * c.R * w * 2);
+    std::vector<int32_t> sl(B), ps(B, 1000);
+    std::iota(sl.begin(), sl.end(), 0);
+    Buf sb = upload_i32(be, sl), pb = upload_i32(be, ps);
+    ops::SwaDecodeParams p;
+    p.shape = swa_shape(c), p.qkv = qkv.p, p.ld_qkv = 3 * w, p.out = out.p, p.ld_out = w, p.dtype = t;
+    p.n_tokens = B, p.slots = sb.as<int32_t>(), p.positions = pb.as<int32_t>(), p.ring_k = rk.p, p.ring_v = rv.p;
+    const double us = time_us([&] { be->swa_decode(p); }, 100);
+    std::printf("swa_decode  hd  64 B %3d w 128: %8.2f us  %7.1f GB/s (window K+V)\n", B, us,
+                double(B) * 129 * w * 2 * 2 / us / 1e3);
+  }
 }
