@@ -85,8 +85,36 @@ void check_indices(const std::shared_ptr<Backend>& be, const AnyArray& a, int64_
                        std::to_string(limit) + ")");
 }
 
-nb::object finish(const std::shared_ptr<Backend>& be, const Tensor& out) {
-  be->synchronize();
+// The `stream` argument of every op: a CUDA stream handle (an int, e.g.
+// torch.cuda.current_stream().cuda_stream) or None. The op first waits for the
+// work queued on that stream (None: the legacy default stream, where torch,
+// cupy and jax put work by default), then runs on based_core's own stream.
+// With a stream, the stream is made to wait for the op (no host sync); with
+// None, the op returns when its results are complete, usable on any stream.
+struct StreamOrder {
+  std::shared_ptr<Backend> be;
+  CUstream_st* external = nullptr;
+  bool given = false;
+  StreamOrder(std::shared_ptr<Backend> b, const nb::object& stream) : be(std::move(b)) {
+    if (!stream.is_none()) {
+      if (!nb::isinstance<nb::int_>(stream))
+        throw TypeMismatch("stream: expected an int CUDA stream handle or None, got " +
+                           std::string(nb::str(nb::handle(stream.type())).c_str()));
+      external = reinterpret_cast<CUstream_st*>(nb::cast<uintptr_t>(stream));
+      given = true;
+    }
+    be->wait_for(external);
+  }
+  void done() {
+    if (given)
+      be->signal_to(external);
+    else
+      be->synchronize();
+  }
+};
+
+nb::object finish(StreamOrder& so, const Tensor& out) {
+  so.done();
   return py::to_python(out);
 }
 
@@ -95,20 +123,15 @@ nb::object finish(const std::shared_ptr<Backend>& be, const Tensor& out) {
 void bind_ops(nb::module_& m) {
   m.def(
       "embedding",
-      [](const AnyArray& ids, const AnyArray& table) {
+      [](const AnyArray& ids, const AnyArray& table, nb::object stream) {
         Checker c{"embedding"};
         c.check(table, "table", {-1, -1}, std::nullopt);
         DType dt = c.act(table, "table");
         c.check(ids, "ids", {-1}, DType::I32);
         auto be = c.backend();
+        StreamOrder so(be, stream);
         Tensor out = Tensor::empty(be, DType::F32, {dim(ids, 0), dim(table, 1)});
-        // Host-side id check is impossible for device ids; kernels clamp nothing, so
-        // check here when the ids are readable.
-        if (!c.device->is_cuda())
-          for (int64_t i = 0; i < dim(ids, 0); ++i) {
-            int32_t v = static_cast<const int32_t*>(ids.data())[i];
-            if (v < 0 || v >= dim(table, 0)) throw OutOfRange("embedding: id " + std::to_string(v) + " out of range");
-          }
+        check_indices(be, ids, dim(table, 0), "embedding", "ids");  // kernels read table rows unchecked
         ops::EmbeddingParams p;
         p.ids = static_cast<const int32_t*>(ids.data());
         p.n_tokens = dim(ids, 0);
@@ -118,18 +141,19 @@ void bind_ops(nb::module_& m) {
         p.dim = dim(table, 1);
         p.out = static_cast<float*>(out.data());
         be->embedding(p);
-        return finish(be, out);
+        return finish(so, out);
       },
-      "ids"_a, "table"_a, "computes: out[t] = float(table[ids[t]]) (fp32 [T, d]).");
+      "ids"_a, "table"_a, "stream"_a = nb::none(), "computes: out[t] = float(table[ids[t]]) (fp32 [T, d]).");
 
   m.def(
       "rmsnorm",
-      [](const AnyArray& x, const AnyArray& weight, float eps) {
+      [](const AnyArray& x, const AnyArray& weight, float eps, nb::object stream) {
         Checker c{"rmsnorm"};
         c.check(x, "x", {-1, -1}, DType::F32);
         c.check(weight, "weight", {dim(x, 1)}, std::nullopt);
         DType dt = c.act(weight, "weight");
         auto be = c.backend();
+        StreamOrder so(be, stream);
         Tensor out = Tensor::empty(be, dt, {dim(x, 0), dim(x, 1)});
         ops::RmsNormParams p;
         p.x = static_cast<const float*>(x.data());
@@ -140,19 +164,21 @@ void bind_ops(nb::module_& m) {
         p.dim = dim(x, 1);
         p.eps = eps;
         be->rmsnorm(p);
-        return finish(be, out);
+        return finish(so, out);
       },
-      "x"_a, "weight"_a, "eps"_a = 1e-5f, "computes: x * rsqrt(mean(x^2) + eps) * weight (x fp32, out in weight's dtype).");
+      "x"_a, "weight"_a, "eps"_a = 1e-5f, "stream"_a = nb::none(), "computes: x * rsqrt(mean(x^2) + eps) * weight (x fp32, out in weight's dtype).");
 
   m.def(
       "gemm",
-      [](const AnyArray& x, const AnyArray& w, std::optional<AnyArray> bias, std::optional<AnyArray> out, bool fp32_out) {
+      [](const AnyArray& x, const AnyArray& w, std::optional<AnyArray> bias, std::optional<AnyArray> out, bool fp32_out,
+         nb::object stream) {
         Checker c{"gemm"};
         c.check(x, "x", {-1, -1}, std::nullopt);
         DType dt = c.act(x, "x");
         c.check(w, "w", {-1, dim(x, 1)}, dt);
         if (bias) c.check(*bias, "bias", {dim(w, 0)}, dt);
         auto be = c.backend();
+        StreamOrder so(be, stream);
         Tensor y;
         void* yp;
         DType odt = fp32_out ? DType::F32 : dt;
@@ -178,20 +204,21 @@ void bind_ops(nb::module_& m) {
         p.n = dim(w, 0);
         p.k = dim(x, 1);
         be->gemm(p);
-        be->synchronize();
+        so.done();
         return out ? nb::none() : py::to_python(y);
       },
-      "x"_a, "w"_a, "bias"_a = nb::none(), "out"_a = nb::none(), "fp32_out"_a = false,
+      "x"_a, "w"_a, "bias"_a = nb::none(), "out"_a = nb::none(), "fp32_out"_a = false, "stream"_a = nb::none(),
       "computes: x @ w.T + bias; with out=, accumulates into out in place and returns None.");
 
   m.def(
       "swiglu",
-      [](const AnyArray& u) {
+      [](const AnyArray& u, nb::object stream) {
         Checker c{"swiglu"};
         c.check(u, "u", {-1, -1}, std::nullopt);
         DType dt = c.act(u, "u");
         if (dim(u, 1) % 2) throw InvalidArgument("swiglu: u's last dimension must be even");
         auto be = c.backend();
+        StreamOrder so(be, stream);
         Tensor out = Tensor::empty(be, dt, {dim(u, 0), dim(u, 1) / 2});
         ops::SwigluParams p;
         p.u = u.data();
@@ -202,16 +229,17 @@ void bind_ops(nb::module_& m) {
         p.n = dim(u, 1) / 2;
         p.n_tokens = dim(u, 0);
         be->swiglu(p);
-        return finish(be, out);
+        return finish(so, out);
       },
-      "u"_a, "computes: u[:, :n] * silu(u[:, n:]).");
+      "u"_a, "stream"_a = nb::none(), "computes: u[:, :n] * silu(u[:, n:]).");
 
   m.def(
       "argmax",
-      [](const AnyArray& logits) {
+      [](const AnyArray& logits, nb::object stream) {
         Checker c{"argmax"};
         c.check(logits, "logits", {-1, -1}, DType::F32);
         auto be = c.backend();
+        StreamOrder so(be, stream);
         Tensor out = Tensor::empty(be, DType::I32, {dim(logits, 0)});
         ops::ArgmaxParams p;
         p.logits = static_cast<const float*>(logits.data());
@@ -219,14 +247,14 @@ void bind_ops(nb::module_& m) {
         p.vocab = dim(logits, 1);
         p.out = static_cast<int32_t*>(out.data());
         be->argmax(p);
-        return finish(be, out);
+        return finish(so, out);
       },
-      "logits"_a, "computes: the index of each row's maximum (lowest on ties).");
+      "logits"_a, "stream"_a = nb::none(), "computes: the index of each row's maximum (lowest on ties).");
 
   m.def(
       "la_prefill",
       [](const AnyArray& q, const AnyArray& k, const AnyArray& v, const AnyArray& state_s, const AnyArray& state_z,
-         float eps) {
+         float eps, nb::object stream) {
         Checker c{"la_prefill"};
         c.check(q, "q", {-1, -1, -1}, std::nullopt);
         DType dt = c.act(q, "q");
@@ -237,6 +265,7 @@ void bind_ops(nb::module_& m) {
         c.check(state_s, "state_s", {H, D, hd}, DType::F32);
         c.check(state_z, "state_z", {H, D}, DType::F32);
         auto be = c.backend();
+        StreamOrder so(be, stream);
         Tensor y = Tensor::empty(be, dt, {T, H, hd});
         ops::LaPrefillParams p;
         p.shape.heads = int(H);
@@ -249,16 +278,16 @@ void bind_ops(nb::module_& m) {
         p.state_s = static_cast<float*>(state_s.data());
         p.state_z = static_cast<float*>(state_z.data());
         be->la_prefill(p);
-        return finish(be, y);
+        return finish(so, y);
       },
-      "q"_a, "k"_a, "v"_a, "state_s"_a, "state_z"_a, "eps"_a = 1e-12f,
+      "q"_a, "k"_a, "v"_a, "state_s"_a, "state_z"_a, "eps"_a = 1e-12f, "stream"_a = nb::none(),
       "computes: causal Taylor linear attention of q, k [T, H, f], v [T, H, hd], continuing from and updating\n"
       "the fp32 state S [H, 1+f+f^2, hd] and z [H, 1+f+f^2] in place; returns y [T, H, hd].");
 
   m.def(
       "la_decode",
       [](const AnyArray& q, const AnyArray& k, const AnyArray& v, const AnyArray& state_s, const AnyArray& state_z,
-         const AnyArray& slots, float eps) {
+         const AnyArray& slots, float eps, nb::object stream) {
         Checker c{"la_decode"};
         c.check(q, "q", {-1, -1, -1}, std::nullopt);
         DType dt = c.act(q, "q");
@@ -270,6 +299,7 @@ void bind_ops(nb::module_& m) {
         c.check(state_z, "state_z", {dim(state_s, 0), H, D}, DType::F32);
         c.check(slots, "slots", {B}, DType::I32);
         auto be = c.backend();
+        StreamOrder so(be, stream);
         check_indices(be, slots, dim(state_s, 0), "la_decode", "slots");
         Tensor y = Tensor::empty(be, dt, {B, H, hd});
         ops::LaDecodeParams p;
@@ -284,15 +314,15 @@ void bind_ops(nb::module_& m) {
         p.state_s = static_cast<float*>(state_s.data());
         p.state_z = static_cast<float*>(state_z.data());
         be->la_decode(p);
-        return finish(be, y);
+        return finish(so, y);
       },
-      "q"_a, "k"_a, "v"_a, "state_s"_a, "state_z"_a, "slots"_a, "eps"_a = 1e-12f,
+      "q"_a, "k"_a, "v"_a, "state_s"_a, "state_z"_a, "slots"_a, "eps"_a = 1e-12f, "stream"_a = nb::none(),
       "computes: one linear-attention step per row i into state slot slots[i] (update, then read out).");
 
   m.def(
       "swa_prefill",
       [](const AnyArray& qkv, const AnyArray& ring_k, const AnyArray& ring_v, int window, int64_t start_pos,
-         float rope_base, std::optional<int> rotary_dim, std::optional<float> scale) {
+         float rope_base, std::optional<int> rotary_dim, std::optional<float> scale, nb::object stream) {
         Checker c{"swa_prefill"};
         c.check(qkv, "qkv", {-1, 3, -1, -1}, std::nullopt);
         DType dt = c.act(qkv, "qkv");
@@ -303,6 +333,7 @@ void bind_ops(nb::module_& m) {
           throw InvalidArgument("swa_prefill: the ring needs at least window+1 rows");
         if (start_pos < 0) throw InvalidArgument("swa_prefill: start_pos must be >= 0");
         auto be = c.backend();
+        StreamOrder so(be, stream);
         Tensor out = Tensor::empty(be, dt, {T, H, hd});
         ops::SwaPrefillParams p;
         p.shape.heads = int(H);
@@ -315,10 +346,10 @@ void bind_ops(nb::module_& m) {
         p.qkv = qkv.data(); p.ld_qkv = 3 * H * hd; p.out = out.data(); p.ld_out = H * hd; p.dtype = dt;
         p.n_tokens = T; p.start_pos = start_pos; p.ring_k = ring_k.data(); p.ring_v = ring_v.data();
         be->swa_prefill(p);
-        return finish(be, out);
+        return finish(so, out);
       },
       "qkv"_a, "ring_k"_a, "ring_v"_a, "window"_a, "start_pos"_a = 0, "rope_base"_a = 10000.f,
-      "rotary_dim"_a = nb::none(), "scale"_a = nb::none(),
+      "rotary_dim"_a = nb::none(), "scale"_a = nb::none(), "stream"_a = nb::none(),
       "computes: sliding-window attention with rotate-half RoPE of qkv [T, 3, H, hd] at positions start_pos..,\n"
       "band [p-window, p]; history from and final keys/values into ring_k/ring_v [R, H, hd].");
 
@@ -326,7 +357,7 @@ void bind_ops(nb::module_& m) {
       "swa_decode",
       [](const AnyArray& qkv, const AnyArray& ring_k, const AnyArray& ring_v, const AnyArray& slots,
          const AnyArray& positions, int window, float rope_base, std::optional<int> rotary_dim,
-         std::optional<float> scale) {
+         std::optional<float> scale, nb::object stream) {
         Checker c{"swa_decode"};
         c.check(qkv, "qkv", {-1, 3, -1, -1}, std::nullopt);
         DType dt = c.act(qkv, "qkv");
@@ -338,6 +369,7 @@ void bind_ops(nb::module_& m) {
         if (window < 0 || dim(ring_k, 1) < window + 1)
           throw InvalidArgument("swa_decode: the ring needs at least window+1 rows");
         auto be = c.backend();
+        StreamOrder so(be, stream);
         check_indices(be, slots, dim(ring_k, 0), "swa_decode", "slots");
         check_indices(be, positions, int64_t(1) << 31, "swa_decode", "positions");
         Tensor out = Tensor::empty(be, dt, {B, H, hd});
@@ -354,15 +386,15 @@ void bind_ops(nb::module_& m) {
         p.positions = static_cast<const int32_t*>(positions.data());
         p.ring_k = ring_k.data(); p.ring_v = ring_v.data();
         be->swa_decode(p);
-        return finish(be, out);
+        return finish(so, out);
       },
       "qkv"_a, "ring_k"_a, "ring_v"_a, "slots"_a, "positions"_a, "window"_a, "rope_base"_a = 10000.f,
-      "rotary_dim"_a = nb::none(), "scale"_a = nb::none(),
+      "rotary_dim"_a = nb::none(), "scale"_a = nb::none(), "stream"_a = nb::none(),
       "computes: one sliding-window attention step per row into ring slot slots[i] at positions[i].");
 
   m.def(
       "conv_prefill",
-      [](const AnyArray& u, const AnyArray& weight, const AnyArray& tail) {
+      [](const AnyArray& u, const AnyArray& weight, const AnyArray& tail, nb::object stream) {
         Checker c{"conv_prefill"};
         c.check(u, "u", {-1, -1}, std::nullopt);
         DType dt = c.act(u, "u");
@@ -371,19 +403,20 @@ void bind_ops(nb::module_& m) {
         c.check(weight, "weight", {C, 3}, dt);
         c.check(tail, "tail", {2, C}, DType::F32);
         auto be = c.backend();
+        StreamOrder so(be, stream);
         Tensor y = Tensor::empty(be, dt, {T, C});
         ops::ConvPrefillParams p;
         p.u = u.data(); p.ld_u = 2 * C; p.weight = weight.data(); p.y = y.data(); p.ld_y = C; p.dtype = dt;
         p.channels = C; p.n_tokens = T; p.tail = static_cast<float*>(tail.data());
         be->conv_prefill(p);
-        return finish(be, y);
+        return finish(so, y);
       },
-      "u"_a, "weight"_a, "tail"_a,
+      "u"_a, "weight"_a, "tail"_a, "stream"_a = nb::none(),
       "computes: silu(causal 3-tap conv of u[:, :C]) * u[:, C:], continuing from and updating tail [2, C].");
 
   m.def(
       "conv_decode",
-      [](const AnyArray& u, const AnyArray& weight, const AnyArray& tail, const AnyArray& slots) {
+      [](const AnyArray& u, const AnyArray& weight, const AnyArray& tail, const AnyArray& slots, nb::object stream) {
         Checker c{"conv_decode"};
         c.check(u, "u", {-1, -1}, std::nullopt);
         DType dt = c.act(u, "u");
@@ -393,6 +426,7 @@ void bind_ops(nb::module_& m) {
         c.check(tail, "tail", {-1, 2, C}, DType::F32);
         c.check(slots, "slots", {B}, DType::I32);
         auto be = c.backend();
+        StreamOrder so(be, stream);
         check_indices(be, slots, dim(tail, 0), "conv_decode", "slots");
         Tensor y = Tensor::empty(be, dt, {B, C});
         ops::ConvDecodeParams p;
@@ -400,7 +434,7 @@ void bind_ops(nb::module_& m) {
         p.channels = C; p.n_tokens = B; p.slots = static_cast<const int32_t*>(slots.data());
         p.tail = static_cast<float*>(tail.data());
         be->conv_decode(p);
-        return finish(be, y);
+        return finish(so, y);
       },
-      "u"_a, "weight"_a, "tail"_a, "slots"_a, "computes: one BaseConv step per row into tail slot slots[i].");
+      "u"_a, "weight"_a, "tail"_a, "slots"_a, "stream"_a = nb::none(), "computes: one BaseConv step per row into tail slot slots[i].");
 }

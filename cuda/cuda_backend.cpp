@@ -150,6 +150,26 @@ void CudaBackend::synchronize() {
   BASED_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
+// Cross-stream ordering through an event: `to` waits for what `from` has queued.
+static void order_streams(cudaStream_t from, cudaStream_t to) {
+  cudaEvent_t ev;
+  BASED_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+  cudaError_t e1 = cudaEventRecord(ev, from);
+  cudaError_t e2 = e1 == cudaSuccess ? cudaStreamWaitEvent(to, ev, 0) : e1;
+  cudaEventDestroy(ev);  // safe: destruction is deferred until the event completes
+  BASED_CUDA_CHECK(e2);
+}
+
+void CudaBackend::wait_for(CUstream_st* external) {
+  ensure_device();
+  order_streams(external ? external : cudaStreamLegacy, stream_);
+}
+
+void CudaBackend::signal_to(CUstream_st* external) {
+  ensure_device();
+  order_streams(stream_, external ? external : cudaStreamLegacy);
+}
+
 void CudaBackend::embedding(const ops::EmbeddingParams& p) {
   if (p.n_tokens == 0) return;
   require_act(p.dtype, "embedding");

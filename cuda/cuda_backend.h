@@ -41,6 +41,8 @@ class CudaBackend final : public Backend {
   void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) override;
   void fill_zero(void* dst, std::size_t bytes) override;
   void synchronize() override;
+  void wait_for(CUstream_st* external) override;
+  void signal_to(CUstream_st* external) override;
 
   void embedding(const ops::EmbeddingParams& p) override;
   void rmsnorm(const ops::RmsNormParams& p) override;

@@ -212,6 +212,7 @@ struct ArgmaxParams {
 
 }  // namespace ops
 
+/// Direction of Backend::copy (all the same on the CPU backend).
 enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice };
 
 /// A backend owns a device and a stream and runs the ops on it. All calls are
@@ -220,19 +221,37 @@ enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice };
 /// one stream's worth of work); the Model's weights are read-only and shared.
 class Backend {
  public:
+  /// Destroying a backend while memory it allocated is still in use is an
+  /// error; Tensors and Sessions keep their backend alive for that reason.
   virtual ~Backend() = default;
 
-  virtual Device device() const = 0;
+  virtual Device device() const = 0;  ///< the device this backend runs on
   /// The dtype activations use for a model of weight dtype `weights`.
   virtual DType activation_dtype(DType weights) const = 0;
 
   /// Allocates `bytes` of device memory. Throws OutOfMemory naming the size.
   virtual void* allocate(std::size_t bytes) = 0;
+  /// Frees memory from allocate() of this backend (after queued work using it).
   virtual void deallocate(void* p) noexcept = 0;
+  /// Copies `bytes` between host and device memory as `kind` says. Host
+  /// sources are read before the call returns; copies to the host wait for
+  /// the data. Throws InvalidArgument for null pointers, CudaError on failure.
   virtual void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) = 0;
+  /// Sets `bytes` of device memory at `dst` to zero (queued like an op).
   virtual void fill_zero(void* dst, std::size_t bytes) = 0;
+  /// Waits until all work queued on this backend has finished.
   virtual void synchronize() = 0;
+  /// Orders this backend's stream after the work already queued on `external`
+  /// (a cudaStream_t; nullptr means the legacy default stream). No-op on the CPU.
+  virtual void wait_for(CUstream_st* external) {}
+  /// Makes `external` wait for the work queued so far on this backend's stream.
+  virtual void signal_to(CUstream_st* external) {}
 
+  /// The ops: each enqueues the work its params struct's "computes:" line
+  /// states. Throws InvalidArgument (bad sizes, strides or null pointers) or
+  /// TypeMismatch (dtypes) before enqueuing anything, OutOfRange for token ids
+  /// a backend can see on the host (the CPU's embedding), CudaError when a
+  /// launch fails.
   virtual void embedding(const ops::EmbeddingParams& p) = 0;
   virtual void rmsnorm(const ops::RmsNormParams& p) = 0;
   virtual void gemm(const ops::GemmParams& p) = 0;
@@ -250,7 +269,9 @@ class Backend {
   /// nullptr and do not call fn; callers then simply run fn each time. Work in
   /// fn must not read host memory that changes between replays.
   virtual void* capture_graph(const std::function<void()>& fn) { return nullptr; }
+  /// Enqueues one run of a graph from capture_graph() of this backend.
   virtual void replay_graph(void* graph) {}
+  /// Frees a graph from capture_graph() of this backend.
   virtual void destroy_graph(void* graph) noexcept {}
 };
 
