@@ -189,7 +189,7 @@ NB_MODULE(_core, m) {
             nb::gil_scoped_release release;
             new (self) Session(model, o);
           },
-          "model"_a, "max_slots"_a = 1, "prefill_chunk"_a = 512, "max_context"_a = 0)
+          "model"_a, "max_slots"_a = 1, "prefill_chunk"_a = 0, "max_context"_a = 0)
       .def_prop_ro("max_slots", &Session::max_slots)
       .def_prop_ro("state_bytes_per_slot", &Session::state_bytes_per_slot)
       .def("position", &Session::position, "slot"_a)

@@ -142,3 +142,42 @@ def test_slot_copy_save_load_round_trip(tiny_model_dir):
     assert s.position(2) == 9
     with pytest.raises(ValueError, match="load_slot"):
         s.load_slot(0, blob[:-4])
+
+
+@pytest.mark.gpu
+def test_cuda_tensor_interop_torch_cupy_jax(tiny_model_dir):
+    """Results stay on the GPU and are shared zero-copy through DLPack."""
+    model = based_core.load(tiny_model_dir, device="cuda", dtype="bfloat16")
+    t = model.logits([[1, 2, 3]])
+    assert t.device == "cuda:0" and t.__dlpack_device__() == (2, 0)
+    want = based_core.to_numpy(t)
+    tt = torch.from_dlpack(t)
+    assert tt.is_cuda and tuple(tt.shape) == (1, 3, 1000)
+    np.testing.assert_array_equal(tt.cpu().numpy(), want)
+    # inputs from torch CUDA tensors work zero-copy too
+    u = torch.randn(8, 64, device="cuda")
+    np.testing.assert_allclose(based_core.to_numpy(based_core.ops.swiglu(u)),
+                               (u[:, :32] * torch.nn.functional.silu(u[:, 32:])).cpu().numpy(), rtol=1e-5, atol=1e-6)
+    try:
+        import cupy
+    except ImportError:
+        cupy = None
+    if cupy is not None:
+        np.testing.assert_array_equal(cupy.asnumpy(cupy.from_dlpack(t)), want)
+        c = cupy.asarray(u.cpu().numpy())
+        np.testing.assert_allclose(based_core.to_numpy(based_core.ops.swiglu(c)),
+                                   based_core.to_numpy(based_core.ops.swiglu(u)), rtol=1e-6)
+
+
+@pytest.mark.gpu
+def test_cuda_tensor_interop_jax(tiny_model_dir):
+    jax = pytest.importorskip("jax")
+    import jax.dlpack
+
+    try:
+        jax.devices("gpu")
+    except RuntimeError:
+        pytest.skip("jax has no GPU backend on this machine")
+    model = based_core.load(tiny_model_dir, device="cuda", dtype="float32")
+    t = model.logits([[4, 5]])
+    np.testing.assert_array_equal(np.asarray(jax.dlpack.from_dlpack(t)), based_core.to_numpy(t))

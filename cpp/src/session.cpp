@@ -52,8 +52,10 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& optio
   if (!model_) throw InvalidArgument("Session: model is null");
   if (options_.max_slots < 1 || options_.max_slots > (1 << 20))
     throw InvalidArgument("max_slots: expected 1..1048576, got " + std::to_string(options_.max_slots));
-  if (options_.prefill_chunk < 1 || options_.prefill_chunk > (1 << 20))
-    throw InvalidArgument("prefill_chunk: expected 1..1048576, got " + std::to_string(options_.prefill_chunk));
+  if (options_.prefill_chunk < 0 || options_.prefill_chunk > (1 << 20))
+    throw InvalidArgument("prefill_chunk: expected 0 (auto) or 1..1048576, got " +
+                          std::to_string(options_.prefill_chunk));
+  if (options_.prefill_chunk == 0) options_.prefill_chunk = model_->device().is_cuda() ? 2048 : 512;
   if (options_.max_context < 0) throw InvalidArgument("max_context: expected >= 0 (0 = no limit)");
   be_ = backend_for(model_->device());
   const ModelConfig& c = model_->config();

@@ -158,7 +158,7 @@ class Session:
     Session from one thread at a time.
     """
 
-    def __init__(self, model: "Model", max_batch: int = 1, prefill_chunk: int = 512, max_context: int = 0):
+    def __init__(self, model: "Model", max_batch: int = 1, prefill_chunk: int = 0, max_context: int = 0):
         self.model = model
         self._s = _core.NativeSession(model._native, max_slots=max_batch, prefill_chunk=prefill_chunk, max_context=max_context)
 
@@ -240,7 +240,7 @@ class Model:
     def __repr__(self) -> str:
         return f"based_core.Model({self.path!r}, device={self.device!r}, dtype={self.dtype!r}: {self.config.summary()})"
 
-    def session(self, max_batch: int = 1, prefill_chunk: int = 512, max_context: int = 0) -> Session:
+    def session(self, max_batch: int = 1, prefill_chunk: int = 0, max_context: int = 0) -> Session:
         """A new Session with `max_batch` state slots."""
         return Session(self, max_batch=max_batch, prefill_chunk=prefill_chunk, max_context=max_context)
 

@@ -6,9 +6,26 @@
 // each sliding-window layer, and the last two conv inputs of each BaseConv
 // layer. Its memory does not grow with the sequence length.
 //
-// Threading: a Session is used by one thread at a time; several Sessions on
-// one Model may run concurrently on different threads (each has its own
-// stream and workspace on the GPU).
+// Ownership: a Session holds a shared_ptr to its Model, and owns its state
+// and workspace (device memory of the model's device, freed by ~Session).
+// Tensors it returns are new allocations that stay valid after the Session
+// is gone.
+//
+// Threading: a Session is used by one thread at a time (any thread; it is
+// not tied to the one that created it). Several Sessions on one Model may run
+// concurrently on different threads: each has its own backend (on the GPU its
+// own stream, cuBLASLt handle and workspace), and the Model is only read.
+//
+// Synchronisation: calls that return results (prefill, decode, logits,
+// generate, save_slot) return after the device has finished that work, so
+// the results can be read from any thread or stream. reset, copy_slot and
+// load_slot may return before the device is done; the Session's later calls
+// see their effect.
+//
+// Errors: a throwing call leaves the Session usable; the slots it was
+// writing are in an unspecified (memory-safe) state until reset(). prefill,
+// decode, generate and load_slot check their arguments (slot ids, token ids,
+// lengths, max_context) before changing any state.
 #pragma once
 
 #include <cstdint>
@@ -23,72 +40,122 @@
 
 namespace based_core {
 
+/// Options of a Session; fixed for its lifetime.
 struct SessionOptions {
-  int max_slots = 1;             ///< sequences held at once (decode batch size limit)
-  int64_t prefill_chunk = 512;   ///< tokens per forward pass while prefilling (bounds workspace)
-  int64_t max_context = 0;       ///< > 0: refuse to grow a sequence past this many tokens
-  bool use_graphs = true;        ///< replay decode steps from CUDA graphs (one per batch size)
+  /// Sequences held at once, 1..2^20: the largest decode batch and generate()
+  /// batch. Memory: max_slots * state_bytes_per_slot() plus the workspace.
+  int max_slots = 1;
+  /// Tokens per forward pass while prefilling, 1..2^20. Longer prompts are
+  /// run in chunks (the state carries over); the workspace grows linearly
+  /// with max(prefill_chunk, max_slots) rows.
+  int64_t prefill_chunk = 512;
+  /// > 0: a call that would grow a sequence past this many tokens (prompt plus
+  /// generated) throws InvalidArgument instead. 0: no limit (memory does not
+  /// grow with length; quality beyond the training context is the model's).
+  int64_t max_context = 0;
+  /// Replay decode steps from CUDA graphs captured on first use (one per batch
+  /// size and kind of step). Saves launch overhead on the GPU; the results are
+  /// the same either way. Ignored by the CPU backend.
+  bool use_graphs = true;
 };
 
-/// Which logits a prefill returns.
+/// Which logits a prefill returns: none, the last token's, or every token's.
 enum class LogitsMode { None, Last, All };
 
 /// Options of Session::generate.
 struct GenerateOptions {
-  int64_t max_new_tokens = 16;
-  SamplingParams sampling;
+  int64_t max_new_tokens = 16;  ///< new tokens per prompt at most (>= 0; 0 returns empty lists)
+  SamplingParams sampling;      ///< greedy by default (sampler.h)
   std::vector<int32_t> stop_tokens;  ///< a sequence ends after emitting one of these (it is kept)
-  /// Called for each new token (sequence index, token); return false to stop that sequence.
+  /// Called for each new token (sequence index = prompt index, token) as soon
+  /// as it is picked, on the thread that called generate(), in generation
+  /// order (each sequence's tokens in order). Return false to stop that
+  /// sequence after this token (it is kept). It must not call into this
+  /// Session; an exception it throws propagates out of generate(). May be empty.
   std::function<bool(int, int32_t)> on_token;
 };
 
+/// Runs a Model over up to max_slots sequences, each held in a state slot
+/// (see the top of this file for ownership, threading and errors).
 class Session {
  public:
-  /// Allocates the state slots and workspace. Throws OutOfMemory stating the
-  /// bytes needed, InvalidArgument for bad options.
+  /// Allocates the state slots (zeroed) and the workspace on the model's
+  /// device and creates this Session's backend. Throws InvalidArgument for a
+  /// null model or bad options, OutOfMemory stating the bytes needed,
+  /// Unsupported/CudaError when the model's device cannot be used.
   Session(std::shared_ptr<const Model> model, const SessionOptions& options = {});
+  /// Frees the state, workspace and captured graphs; releases the Model.
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
+  /// The Model this Session runs; valid as long as the Session.
   const Model& model() const { return *model_; }
   int max_slots() const { return options_.max_slots; }
   /// Tokens consumed so far by `slot` (the next token's absolute position).
+  /// Throws OutOfRange for a bad slot.
   int64_t position(int slot) const;
-  /// Bytes of state per slot and of the workspace.
+  /// Bytes of recurrent state per slot (device memory). The Session holds
+  /// max_slots() times this, plus a workspace; save_slot() returns a little more.
   std::size_t state_bytes_per_slot() const { return slot_bytes_; }
 
-  /// Empties a slot (zero state, position 0).
+  /// Empties a slot (zero state, position 0). Throws OutOfRange for a bad slot.
   void reset(int slot);
+  /// Empties every slot.
   void reset_all();
 
-  /// Appends `n` tokens to the sequence in `slot` (a prompt, or more of one)
-  /// and returns fp32 logits on the model's device: [1, vocab_padded] for
-  /// Last, [n, vocab_padded] for All, an empty tensor for None.
-  /// Throws OutOfRange for a token id >= vocab_size or a bad slot.
+  /// Appends `n` >= 1 tokens (host memory, read during the call) to the
+  /// sequence in `slot` (a prompt, or more of one) and returns fp32 logits on
+  /// the model's device: [1, vocab_padded] for Last, [n, vocab_padded] for
+  /// All, an empty tensor for None. Splitting a sequence over several calls
+  /// continues it where the last call stopped (the same math as one call).
+  /// Throws OutOfRange for a token id outside [0, vocab_size) or a bad slot,
+  /// InvalidArgument for n < 1, null tokens or passing max_context.
   Tensor prefill(int slot, const int32_t* tokens, int64_t n, LogitsMode mode = LogitsMode::Last);
 
   /// Full-sequence logits of equal-length sequences, each run alone from an
-  /// empty state in slot 0 (which is reset): fp32 [B, L, vocab_padded].
+  /// empty state in slot 0: fp32 [B, L, vocab_padded] on the model's device.
+  /// Uses slot 0 as scratch: whatever it held is lost (it ends holding the
+  /// last sequence). Throws InvalidArgument for an empty batch, empty or
+  /// unequal lengths, OutOfRange for bad token ids.
   Tensor logits(const std::vector<std::vector<int32_t>>& batch);
 
-  /// Appends one token to each of `n` distinct slots and returns their logits
-  /// [n, vocab_padded] (fp32, model device).
+  /// Appends one token to each of `n` distinct slots (host arrays of n
+  /// entries, read during the call) in one batched step, and returns their
+  /// logits [n, vocab_padded] (fp32, model device), row i for slots[i]. Each
+  /// slot's position grows by one; an empty slot takes the token as its first.
+  /// Throws InvalidArgument for n < 1, n > max_slots, a repeated slot or
+  /// passing max_context; OutOfRange for a bad slot or token id.
   Tensor decode(const int32_t* slots, const int32_t* tokens, int64_t n);
 
   /// Generates up to max_new_tokens for each prompt, using slots 0..P-1
-  /// (P <= max_slots; the slots are reset first). Prompts may have different
-  /// lengths: each is prefilled alone, so no padding enters any state, and a
-  /// prompt gives the same tokens alone or in a batch. Returns the new tokens.
+  /// (P <= max_slots; those slots are reset first, the others are untouched).
+  /// Prompts may have different lengths: each is prefilled alone, so no
+  /// padding enters any state, and a prompt gives the same tokens alone or in
+  /// a batch (also when sampling: sequence i draws from Sampler(sampling, i)).
+  /// Padded vocabulary ids are never picked. Returns the new tokens of each
+  /// prompt (stop tokens included), also streamed through options.on_token.
+  /// Throws InvalidArgument for more prompts than slots, an empty prompt, bad
+  /// sampling parameters or passing max_context; OutOfRange for bad token ids.
   std::vector<std::vector<int32_t>> generate(const std::vector<std::vector<int32_t>>& prompts,
                                              const GenerateOptions& options);
 
-  /// Copies the state and position of slot `src` into `dst`.
+  /// Copies the state and position of slot `src` into `dst` (on the device;
+  /// src == dst does nothing). Continuing both afterwards gives bit-identical
+  /// results. Throws OutOfRange for a bad slot.
   void copy_slot(int src, int dst);
-  /// Serialises a slot (position and every layer's state) to bytes.
+  /// Serialises a slot (a header with the position and the state's layout,
+  /// then every layer's state) to host bytes: state_bytes_per_slot() plus a
+  /// small header. The bytes are for load_slot() in this build of based_core
+  /// on this machine (native byte order), not a long-term file format.
+  /// Throws OutOfRange for a bad slot.
   std::vector<uint8_t> save_slot(int slot) const;
-  /// Restores bytes from save_slot of a Session on the same model config and
-  /// dtype. Throws InvalidArgument when they do not match.
+  /// Restores bytes from save_slot() of any Session (this one or another, on
+  /// any slot) of a Model with the same config and dtype; the slot then
+  /// continues bit-identically to the saved one. Throws InvalidArgument, and
+  /// leaves the slot as it was, when the bytes are not a slot image of this
+  /// layout (the check covers the size, layer count, width and activation
+  /// dtype); OutOfRange for a bad slot.
   void load_slot(int slot, const std::vector<uint8_t>& bytes);
 
  private:
