@@ -13,6 +13,7 @@
 
 #include "based_core/backends.h"
 #include "based_core/error.h"
+#include "based_core/sampler.h"
 #include "tensors.h"
 
 namespace nb = nanobind;
@@ -250,6 +251,50 @@ void bind_ops(nb::module_& m) {
         return finish(so, out);
       },
       "logits"_a, "stream"_a = nb::none(), "computes: the index of each row's maximum (lowest on ties).");
+
+  m.def(
+      "sample",
+      [](const AnyArray& logits, const AnyArray& seqs, const AnyArray& steps, float temperature, int top_k,
+         float top_p, uint64_t seed, nb::object stream) {
+        Checker c{"sample"};
+        c.check(logits, "logits", {-1, -1}, DType::F32);
+        c.check(seqs, "seqs", {dim(logits, 0)}, DType::I32);
+        c.check(steps, "steps", {dim(logits, 0)}, DType::I32);
+        SamplingParams sp;
+        sp.temperature = temperature;
+        sp.top_k = top_k;
+        sp.top_p = top_p;
+        sp.validate();
+        auto be = c.backend();
+        StreamOrder so(be, stream);
+        Tensor out = Tensor::empty(be, DType::I32, {dim(logits, 0)});
+        ops::SampleParams p;
+        p.logits = static_cast<const float*>(logits.data());
+        p.rows = dim(logits, 0);
+        p.vocab = dim(logits, 1);
+        p.temperature = temperature;
+        p.top_k = top_k;
+        p.top_p = top_p;
+        p.seed = seed;
+        p.seqs = static_cast<const int32_t*>(seqs.data());
+        p.steps = static_cast<const int32_t*>(steps.data());
+        p.out = static_cast<int32_t*>(out.data());
+        if (temperature <= 0.f || top_k == 1) {
+          ops::ArgmaxParams a;
+          a.logits = p.logits;
+          a.rows = p.rows;
+          a.vocab = p.vocab;
+          a.out = p.out;
+          be->argmax(a);
+        } else {
+          be->sample(p);
+        }
+        return finish(so, out);
+      },
+      "logits"_a, "seqs"_a, "steps"_a, "temperature"_a, "top_k"_a = 0, "top_p"_a = 1.f, "seed"_a = 0,
+      "stream"_a = nb::none(),
+      "computes: one token per row: softmax(logits/temperature) within top_k and top_p, drawn with the\n"
+      "counter-based uniform (seed, seqs[i], steps[i]) walking kept ids in ascending order.");
 
   m.def(
       "la_prefill",

@@ -299,6 +299,16 @@ void CudaBackend::argmax(const ops::ArgmaxParams& p) {
   check_launch(launch_argmax(p, stream_), "argmax");
 }
 
+void CudaBackend::sample(const ops::SampleParams& p) {
+  if (p.rows == 0) return;
+  require(p.rows > 0 && p.rows <= 0x7fffffff && p.vocab > 0 && p.vocab < 0x7ffffff0, "sample", "bad sizes");
+  require(p.logits && p.out && p.seqs && p.steps, "sample", "null pointer");
+  require(p.temperature > 0.f && p.top_p > 0.f && p.top_p <= 1.f && p.top_k >= 0, "sample",
+          "temperature must be > 0, top_p in (0, 1], top_k >= 0");
+  ensure_device();
+  check_launch(launch_sample(p, stream_), "sample");
+}
+
 void* CudaBackend::capture_graph(const std::function<void()>& fn) {
   ensure_device();
   BASED_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));

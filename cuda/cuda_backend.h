@@ -55,6 +55,7 @@ class CudaBackend final : public Backend {
   void conv_decode(const ops::ConvDecodeParams& p) override;
   void swiglu(const ops::SwigluParams& p) override;
   void argmax(const ops::ArgmaxParams& p) override;
+  void sample(const ops::SampleParams& p) override;
 
   /// Captures fn's work on the stream (thread-local capture mode) into an instantiated
   /// cudaGraphExec_t; fn's ops are recorded, not run. Throws CudaError when capture fails

@@ -25,6 +25,8 @@ cudaError_t launch_add_bias_f32(float* y, int64_t ldy, const void* bias, DType b
 
 // argmax.cu
 cudaError_t launch_argmax(const ops::ArgmaxParams& p, cudaStream_t stream);
+// sampling.cu
+cudaError_t launch_sample(const ops::SampleParams& p, cudaStream_t stream);
 
 // short_conv.cu
 cudaError_t launch_conv_prefill(const ops::ConvPrefillParams& p, cudaStream_t stream);

@@ -188,3 +188,55 @@ def check_dense(device, dtype, M, N, K, seed=0):
     logits = torch.randn(M, N, generator=g).float().to(device)
     am = based_core.to_numpy(based_core.ops.argmax(logits))
     assert (am == logits.cpu().argmax(-1).numpy()).all(), "argmax"
+
+
+# --- sampling: a plain Python statement of ops::SampleParams, same RNG ---------
+M64 = (1 << 64) - 1
+
+
+def splitmix64(x):
+    x = (x + 0x9E3779B97F4A7C15) & M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & M64
+    return x ^ (x >> 31)
+
+
+def sample_uniform(seed, seq, step):
+    h = splitmix64(seed ^ splitmix64(((seq << 32) | step) & M64))
+    return (h >> 11) / float(1 << 53)
+
+
+def sample_reference(row, temperature, top_k, top_p, u):
+    x = np.asarray(row, np.float64)
+    order = np.argsort(-x, kind="stable")
+    keep = np.ones(len(x), bool)
+    if 0 < top_k < len(x):
+        keep = x >= x[order[top_k - 1]]  # ties at the k-th value are kept
+    w = np.where(keep, np.exp((x - x.max()) / temperature), 0.0)
+    if top_p < 1.0:
+        vals = np.unique(x[keep])[::-1]  # distinct kept logits, descending
+        target, acc = top_p * w.sum(), 0.0
+        for v in vals:
+            acc += w[x == v].sum()
+            if acc >= target:
+                keep &= x >= v
+                break
+    w = np.where(keep, w, 0.0)
+    c = np.cumsum(w)
+    return int(np.searchsorted(c, u * c[-1], side="right").clip(max=np.flatnonzero(keep)[-1]))
+
+
+def check_sample(device, rows, vocab, temperature, top_k, top_p, seed=5):
+    g = gen(seed)
+    logits = (torch.randn(rows, vocab, generator=g) * 3).float()
+    seqs = torch.randint(0, 1000, (rows,), generator=g).to(torch.int32)
+    steps = torch.randint(0, 1000, (rows,), generator=g).to(torch.int32)
+    got = based_core.to_numpy(based_core.ops.sample(logits.to(device), seqs.to(device), steps.to(device),
+                                                    temperature=temperature, top_k=top_k, top_p=top_p, seed=seed))
+    want = [sample_reference(logits[i].numpy(), temperature, top_k, top_p,
+                             sample_uniform(seed, int(seqs[i]), int(steps[i]))) for i in range(rows)]
+    same = float(np.mean(np.asarray(got) == np.asarray(want)))
+    assert same >= 0.98, f"sample: only {same:.2%} of draws match the reference"
+    if top_k > 0:  # never outside the top-k support
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1]
+        assert all(logits[i, got[i]] >= kth[i] for i in range(rows))

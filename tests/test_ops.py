@@ -107,3 +107,9 @@ def test_ops_honour_a_stream_argument():
     assert torch.allclose(torch.from_dlpack(based_core.ops.swiglu(v)).cpu(), R.swiglu(v.double().cpu()).float())
     with pytest.raises(TypeError, match="stream"):
         based_core.ops.swiglu(v, stream="nope")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 50, 1.0), (1.3, 0, 0.9), (0.9, 40, 0.8)])
+def test_sample_matches_reference_draws(device, temperature, top_k, top_p):
+    C.check_sample(device, rows=64, vocab=5003, temperature=temperature, top_k=top_k, top_p=top_p)

@@ -10,6 +10,7 @@
 #include <dlfcn.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <vector>
 
@@ -44,7 +45,20 @@ std::string ensure_cuda_lib() {
   std::vector<std::string> candidates;
   if (const char* env = std::getenv("BASED_CORE_CUDA_LIB")) candidates.push_back(env);
   if (!lib.path_hint.empty()) candidates.push_back(lib.path_hint);
+  // Installed C++ use: next to the binary holding this code (libbased_core.so,
+  // or the program that linked the static library), then the loader's search,
+  // then the lib dir this build installs into.
+  Dl_info self{};
+  if (::dladdr(reinterpret_cast<void*>(&ensure_cuda_lib), &self) && self.dli_fname &&
+      std::strchr(self.dli_fname, '/')) {
+    std::string path = self.dli_fname;
+    path = path.substr(0, path.rfind('/')) + "/libbased_core_cuda.so";
+    if (path != lib.path_hint) candidates.push_back(path);
+  }
   candidates.push_back("libbased_core_cuda.so");
+#ifdef BASED_CORE_INSTALL_LIBDIR
+  candidates.push_back(BASED_CORE_INSTALL_LIBDIR "/libbased_core_cuda.so");
+#endif
   std::string errors;
   for (const auto& path : candidates) {
     void* h = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);

@@ -24,6 +24,17 @@ namespace {
 
 [[noreturn]] void fail(const std::string& msg) { throw CheckpointError("config.json: " + msg); }
 
+// Deeper JSON is refused while parsing: nlohmann's dump() and comparisons
+// recurse, so a file of a few MB of '[' would overflow the stack. The
+// authors' configs nest 3 levels.
+constexpr int kMaxJsonDepth = 32;
+
+// A JSON value for an error message, cut short (values can be megabytes).
+std::string brief(const json& v) {
+  std::string s = v.dump();
+  return s.size() > 80 ? s.substr(0, 77) + "..." : s;
+}
+
 const json* find(const json& j, const char* key) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return nullptr;
@@ -42,13 +53,13 @@ int64_t get_int(const json& j, const char* key, const std::string& where, const 
     double d = v->get<double>();
     if (std::floor(d) == d && std::fabs(d) < 9e15) return int64_t(d);
   }
-  fail("key '" + where + key + "' must be an integer, got " + v->dump());
+  fail("key '" + where + key + "' must be an integer, got " + brief(*v));
 }
 
 double get_num(const json& j, const char* key, const std::string& where, double dflt) {
   const json* v = find(j, key);
   if (!v) return dflt;
-  if (!v->is_number()) fail("key '" + where + key + "' must be a number, got " + v->dump());
+  if (!v->is_number()) fail("key '" + where + key + "' must be a number, got " + brief(*v));
   return v->get<double>();
 }
 
@@ -75,7 +86,7 @@ std::vector<int64_t> get_layer_list(const json& j, const char* key, int64_t n_la
   if (!v) return out;
   if (!v->is_array()) fail(std::string("key '") + key + "' must be a list of layer indices");
   for (const auto& e : *v) {
-    if (!e.is_number_integer()) fail(std::string("key '") + key + "' must hold integers, got " + e.dump());
+    if (!e.is_number_integer()) fail(std::string("key '") + key + "' must hold integers, got " + brief(e));
     int64_t i = e.get<int64_t>();
     if (i < 0 || i >= n_layer)
       fail(std::string("key '") + key + "' names layer " + std::to_string(i) + " but n_layer is " +
@@ -90,7 +101,10 @@ std::vector<int64_t> get_layer_list(const json& j, const char* key, int64_t n_la
 ModelConfig ModelConfig::from_json(const std::string& text) {
   json j;
   try {
-    j = json::parse(text);
+    j = json::parse(text, [](int depth, json::parse_event_t, json&) {
+      if (depth > kMaxJsonDepth) fail("nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+      return true;
+    });
   } catch (const json::exception& e) {
     fail(std::string("not valid JSON: ") + e.what());
   }
@@ -179,7 +193,8 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
     if (c.window_size < 0 || c.window_size > (1 << 20))
       fail("alt_mixer_2.window_size out of range: " + std::to_string(c.window_size));
     c.swa_window = c.window_size / 2;  // flash-attn window (W // 2, 0): W//2 past tokens + the current one
-    double frac = get_num(j, "rotary_emb_fraction", "", 1.0);
+    // The authors' GPT2Config extension defaults the fraction to 0 (no RoPE); the released configs set 1.
+    double frac = get_num(j, "rotary_emb_fraction", "", 0.0);
     if (!(frac >= 0.0 && frac <= 1.0)) fail("rotary_emb_fraction must be in [0, 1]");
     c.rotary_dim = int64_t(frac * double(c.head_dim));
     if (c.rotary_dim % 2 != 0) fail("rotary dim (" + std::to_string(c.rotary_dim) + ") must be even");

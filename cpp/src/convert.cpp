@@ -1,6 +1,7 @@
 // convert.cpp: see convert.h.
 #include "convert.h"
 
+#include <cstdint>
 #include <cstring>
 
 #include "based_core/error.h"
@@ -10,12 +11,21 @@ namespace based_core {
 
 namespace {
 
+// Element i of a source array. Read through memcpy: safetensors data_offsets
+// need not be multiples of the element size, so `p` may be misaligned.
+template <typename T>
+T read_at(const void* p, std::size_t i) {
+  T v;
+  std::memcpy(&v, static_cast<const uint8_t*>(p) + i * sizeof(T), sizeof(T));
+  return v;
+}
+
 float load(const void* p, DType t, std::size_t i) {
   switch (t) {
-    case DType::F64: return float(static_cast<const double*>(p)[i]);
-    case DType::F32: return static_cast<const float*>(p)[i];
-    case DType::F16: return f16_to_float(static_cast<const uint16_t*>(p)[i]);
-    case DType::BF16: return bf16_to_float(static_cast<const uint16_t*>(p)[i]);
+    case DType::F64: return float(read_at<double>(p, i));
+    case DType::F32: return read_at<float>(p, i);
+    case DType::F16: return f16_to_float(read_at<uint16_t>(p, i));
+    case DType::BF16: return bf16_to_float(read_at<uint16_t>(p, i));
     default: throw TypeMismatch(std::string("cannot convert weights of dtype ") + dtype_name(t));
   }
 }
@@ -29,7 +39,7 @@ float round_to(float v, DType t) {
 }  // namespace
 
 void convert_values(const void* src, DType from, std::size_t n, DType round_via, DType to, void* dst) {
-  if (from == to && (round_via == to || to == DType::F32 && round_via == DType::F32)) {
+  if (from == to && (round_via == to || round_via == DType::F32)) {  // rounding is the identity
     std::memcpy(dst, src, n * dtype_size(to));
     return;
   }

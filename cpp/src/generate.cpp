@@ -34,26 +34,39 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
   const ModelConfig& c = model_->config();
   const int64_t V = c.vocab_size;  // padded columns are never sampled
   const bool greedy = options.sampling.greedy();
-  std::vector<Sampler> samplers;
-  for (int64_t i = 0; i < P; ++i) samplers.emplace_back(options.sampling, uint64_t(i));
   float* logits = lazy_buffer(gen_logits_, std::size_t(options_.max_slots) * std::size_t(V));
-  std::vector<float> host(greedy ? 0 : std::size_t(P * V));
-  std::vector<int32_t> picked(static_cast<std::size_t>(P));
+  std::vector<int32_t> picked(static_cast<std::size_t>(P)), steps(static_cast<std::size_t>(P));
 
-  // The prefill's token: argmax on the device or a host draw.
-  auto pick_one = [&](int seq) {
+  // Picks the tokens of n rows of `logits` on the device: argmax, or a draw
+  // seeded by (seed, sequence, step) -- the same draw the host Sampler makes.
+  auto pick = [&](int64_t n, const int32_t* seqs_host, bool logits_done_by_graph) {
     if (greedy) {
-      ops::ArgmaxParams a;
-      a.logits = logits;
-      a.rows = 1;
-      a.vocab = V;
-      a.out = argmax_out_;
-      be_->argmax(a);
-      be_->copy(picked.data(), argmax_out_, 4, CopyKind::DeviceToHost);
+      if (!logits_done_by_graph) {
+        ops::ArgmaxParams a;
+        a.logits = logits;
+        a.rows = n;
+        a.vocab = V;
+        a.out = argmax_out_;
+        be_->argmax(a);
+      }
     } else {
-      be_->copy(host.data(), logits, std::size_t(V) * 4, CopyKind::DeviceToHost);
-      picked[0] = samplers[std::size_t(seq)].sample(host.data(), V);
+      for (int64_t i = 0; i < n; ++i) steps[std::size_t(i)] = int32_t(out[std::size_t(seqs_host[i])].size());
+      be_->copy(slot_ids_, seqs_host, std::size_t(n) * 4, CopyKind::HostToDevice);
+      be_->copy(steps_, steps.data(), std::size_t(n) * 4, CopyKind::HostToDevice);
+      ops::SampleParams sp;
+      sp.logits = logits;
+      sp.rows = n;
+      sp.vocab = V;
+      sp.temperature = options.sampling.temperature;
+      sp.top_k = options.sampling.top_k;
+      sp.top_p = options.sampling.top_p;
+      sp.seed = options.sampling.seed;
+      sp.seqs = slot_ids_;  // sequence i lives in slot i
+      sp.steps = steps_;
+      sp.out = argmax_out_;
+      be_->sample(sp);
     }
+    be_->copy(picked.data(), argmax_out_, std::size_t(n) * 4, CopyKind::DeviceToHost);
   };
 
   std::vector<int32_t> active;
@@ -69,7 +82,8 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
     reset(int(i));
     const auto& pr = prompts[std::size_t(i)];
     prefill_into(int(i), pr.data(), int64_t(pr.size()), LogitsMode::Last, logits, V);
-    pick_one(int(i));
+    const int32_t seq = int32_t(i);
+    pick(1, &seq, false);
     accept(int(i), picked[0]);
   }
 
@@ -90,13 +104,7 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
     be_->copy(pos_ids_, pos.data(), std::size_t(n) * 4, CopyKind::HostToDevice);
     decode_step(n, greedy ? StepOut::GenArgmax : StepOut::GenLogits);
     for (int32_t s : slots) positions_[std::size_t(s)] += 1;
-    if (greedy) {
-      be_->copy(picked.data(), argmax_out_, std::size_t(n) * 4, CopyKind::DeviceToHost);
-    } else {
-      be_->copy(host.data(), logits, std::size_t(n * V) * 4, CopyKind::DeviceToHost);
-      for (int64_t i = 0; i < n; ++i)
-        picked[std::size_t(i)] = samplers[std::size_t(slots[std::size_t(i)])].sample(host.data() + i * V, V);
-    }
+    pick(n, slots.data(), true);
     for (int64_t i = 0; i < n; ++i) accept(slots[std::size_t(i)], picked[std::size_t(i)]);
   }
   return out;

@@ -59,8 +59,9 @@ inline uint16_t float_to_f16(float f) {
   if (a < 0x38800000u) {  // subnormal or zero in f16
     if (a < 0x33000000u) return uint16_t(sign);
     uint32_t man = (a & 0x7fffffu) | 0x800000u;
-    int shift = 126 - int(a >> 23);  // 14..24 (+13 below)
-    uint32_t full = shift + 13;
+    // value = man * 2^(e - 150) and an f16 subnormal counts units of 2^-24,
+    // so the f16 bits are man >> (126 - e): a shift of 14..24.
+    uint32_t full = uint32_t(126 - int(a >> 23));
     uint32_t r = man >> full;
     uint32_t rem = man & ((1u << full) - 1);
     uint32_t half = 1u << (full - 1);

@@ -20,6 +20,16 @@ namespace {
   throw CheckpointError(file + ": " + msg);
 }
 
+// Deeper JSON is refused while parsing: nlohmann's dump() recurses, so a
+// header of a few MB of '[' would overflow the stack. Real headers nest 3 levels.
+constexpr int kMaxJsonDepth = 32;
+
+// A JSON value for an error message, cut short (headers can be megabytes).
+std::string brief(const nlohmann::json& v) {
+  std::string s = v.dump();
+  return s.size() > 80 ? s.substr(0, 77) + "..." : s;
+}
+
 bool parse_dtype(const std::string& s, DType* out, std::size_t* size) {
   static const struct {
     const char* name;
@@ -104,7 +114,11 @@ void SafetensorsFile::parse(const uint8_t* base, std::size_t size) {
   const char* hdr = reinterpret_cast<const char*>(base + 8);
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(hdr, hdr + n);
+    j = nlohmann::json::parse(hdr, hdr + n, [this](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+      if (depth > kMaxJsonDepth)
+        fail(name_, "corrupt header: nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+      return true;
+    });
   } catch (const nlohmann::json::exception& e) {
     fail(name_, std::string("corrupt header: not valid JSON (") + e.what() + ")");
   }
@@ -138,7 +152,7 @@ void SafetensorsFile::parse(const uint8_t* base, std::size_t size) {
     uint64_t numel = 1;
     for (const auto& d : *sh) {
       if (!d.is_number_unsigned() && !(d.is_number_integer() && d.get<int64_t>() >= 0))
-        fail(name_, where + "shape entry " + d.dump() + " is not a non-negative integer");
+        fail(name_, where + "shape entry " + brief(d) + " is not a non-negative integer");
       uint64_t x = d.get<uint64_t>();
       if (x > (1ull << 40) || (x && numel > (1ull << 62) / x)) fail(name_, where + "shape is too large");
       numel *= x;

@@ -2,12 +2,14 @@
 #include "based_core/sampler.h"
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <numeric>
 #include <string>
 #include <vector>
 
 #include "based_core/error.h"
+#include "sampling_math.h"
 
 namespace based_core {
 
@@ -25,56 +27,70 @@ int32_t argmax(const float* x, int64_t n) {
   return int32_t(best < 0 ? 0 : best);
 }
 
-Sampler::Sampler(const SamplingParams& params, uint64_t sequence) : p_(params) {
+Sampler::Sampler(const SamplingParams& params, uint64_t sequence) : p_(params), sequence_(sequence) {
   p_.validate();
-  // Mix the sequence index into the seed so sequences draw independently.
-  std::seed_seq seq{uint32_t(params.seed), uint32_t(params.seed >> 32), uint32_t(sequence), uint32_t(sequence >> 32)};
-  rng_.seed(seq);
 }
 
 int32_t Sampler::sample(const float* logits, int64_t n) {
   if (n <= 0) throw InvalidArgument("sample: empty logits");
   if (p_.greedy()) return argmax(logits, n);
-  std::vector<int32_t> idx(static_cast<std::size_t>(n));
-  std::iota(idx.begin(), idx.end(), 0);
-  auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
-  int64_t k = (p_.top_k > 0 && p_.top_k < n) ? p_.top_k : n;
-  if (k < n) {
-    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), by_logit);
-    idx.resize(std::size_t(k));
-  } else {
-    std::sort(idx.begin(), idx.end(), by_logit);
+  double u = sample_uniform(p_.seed, uint32_t(sequence_), uint32_t(step_++));
+  return sample_row(logits, n, p_.temperature, p_.top_k, p_.top_p, u);
+}
+
+int32_t sample_row(const float* x, int64_t n, float temperature, int top_k, float top_p, double u) {
+  // Keys order the logits (NaN -> 0, never kept); thresholds are key values.
+  std::vector<uint32_t> keys(static_cast<std::size_t>(n));
+  uint32_t kmax = 0;
+  int64_t imax = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    keys[std::size_t(i)] = float_order_key(x[i]);
+    if (keys[std::size_t(i)] > kmax) kmax = keys[std::size_t(i)], imax = i;
   }
-  // Softmax over the kept logits at this temperature (in double).
-  std::vector<double> prob(idx.size());
-  double mx = logits[idx[0]];
-  double sum = 0;
-  for (std::size_t i = 0; i < idx.size(); ++i) {
-    double v = logits[idx[i]];
-    prob[i] = std::isnan(v) ? 0.0 : std::exp((v - mx) / double(p_.temperature));
-    sum += prob[i];
+  if (kmax == 0) return 0;  // every logit is NaN
+  uint32_t t_k = 1;  // keep every non-NaN logit
+  if (top_k > 0 && top_k < n) {
+    std::vector<uint32_t> sorted = keys;
+    std::nth_element(sorted.begin(), sorted.begin() + (top_k - 1), sorted.end(), std::greater<uint32_t>());
+    t_k = std::max<uint32_t>(1, sorted[std::size_t(top_k - 1)]);
   }
-  // Top-p: the smallest prefix (by descending probability) whose mass reaches top_p.
-  std::size_t keep = prob.size();
-  if (p_.top_p < 1.f) {
+  const double m = x[imax];
+  std::vector<double> p(static_cast<std::size_t>(n), 0.0);
+  double Z = 0;
+  for (int64_t i = 0; i < n; ++i)
+    if (keys[std::size_t(i)] >= t_k) Z += (p[std::size_t(i)] = std::exp((double(x[i]) - m) / double(temperature)));
+  uint32_t t = t_k;
+  if (top_p < 1.f) {
+    // The largest key t whose tokens (key >= t) hold at least top_p of the mass.
+    std::vector<std::pair<uint32_t, double>> kp;
+    for (int64_t i = 0; i < n; ++i)
+      if (keys[std::size_t(i)] >= t_k) kp.emplace_back(keys[std::size_t(i)], p[std::size_t(i)]);
+    std::sort(kp.begin(), kp.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    const double target = double(top_p) * Z;
     double acc = 0;
-    for (std::size_t i = 0; i < prob.size(); ++i) {
-      acc += prob[i] / sum;
-      if (acc >= double(p_.top_p)) {
-        keep = i + 1;
+    for (std::size_t j = 0; j < kp.size(); ++j) {
+      acc += kp[j].second;
+      // Take every token tied at this key before testing the mass.
+      if (j + 1 < kp.size() && kp[j + 1].first == kp[j].first) continue;
+      if (acc >= target) {
+        t = kp[j].first;
         break;
       }
     }
   }
-  double total = 0;
-  for (std::size_t i = 0; i < keep; ++i) total += prob[i];
-  std::uniform_real_distribution<double> U(0.0, total);
-  double r = U(rng_);
-  for (std::size_t i = 0; i < keep; ++i) {
-    r -= prob[i];
-    if (r < 0) return idx[i];
+  double Zs = 0;
+  for (int64_t i = 0; i < n; ++i)
+    if (keys[std::size_t(i)] >= t) Zs += p[std::size_t(i)];
+  const double r = u * Zs;
+  double acc = 0;
+  int64_t last = imax;
+  for (int64_t i = 0; i < n; ++i) {
+    if (keys[std::size_t(i)] < t) continue;
+    acc += p[std::size_t(i)];
+    last = i;
+    if (acc > r) return int32_t(i);
   }
-  return idx[keep - 1];
+  return int32_t(last);
 }
 
 }  // namespace based_core

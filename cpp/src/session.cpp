@@ -123,6 +123,7 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& optio
   rows_ = static_cast<int32_t*>(alloc(R * 4));
   argmax_out_ = static_cast<int32_t*>(alloc(R * 4));
   iota_ = static_cast<int32_t*>(alloc(R * 4));
+  steps_ = static_cast<int32_t*>(alloc(R * 4));
   std::vector<int32_t> iota(R);
   for (std::size_t i = 0; i < R; ++i) iota[i] = int32_t(i);
   be_->copy(iota_, iota.data(), R * 4, CopyKind::HostToDevice);

@@ -1,4 +1,4 @@
-"""The `based-core` command line: generate, demo, info, convert."""
+"""The `based-core` command line: generate, demo, info, convert, bench."""
 
 from __future__ import annotations
 
@@ -144,6 +144,19 @@ def cmd_convert(a) -> int:
     return 0
 
 
+def cmd_bench(a) -> int:
+    """Runs the headline benchmark rows through bench/run_all.py of a source checkout."""
+    import subprocess
+
+    root = os.path.abspath(a.repo or os.getcwd())
+    while not os.path.isfile(os.path.join(root, "bench", "run_all.py")):
+        if os.path.dirname(root) == root:
+            raise SystemExit("bench: no bench/run_all.py here or above; run from a based_core checkout or pass --repo")
+        root = os.path.dirname(root)
+    cmd = [sys.executable, os.path.join(root, "bench", "run_all.py"), "--rows", a.rows]
+    return subprocess.call(cmd + ["--quick"] * a.quick + ["--dry-run"] * a.dry_run)  # run_all prints where results went
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="based-core", description="Run BASED language models with based_core.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -177,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default=None)
     c.add_argument("--force", action="store_true")
     c.set_defaults(fn=cmd_convert)
+
+    b = sub.add_parser("bench", help="run the headline benchmark rows (bench/run_all.py of a source checkout)")
+    b.add_argument("--rows", default="M1,M2,M4", help="rows of PERFORMANCE.md, e.g. M1,M2,M4 (default) or M1,...,M7")
+    b.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    b.add_argument("--dry-run", action="store_true", help="CPU smoke test at toy sizes (results in a temporary folder)")
+    b.add_argument("--repo", default=None, help="the checkout (default: the current folder or a parent)")
+    b.set_defaults(fn=cmd_bench)
     return p
 
 

@@ -17,7 +17,10 @@
 
 namespace based_core {
 
-/// Base class of every based_core exception.
+/// Base class of every based_core exception. what() is a complete message
+/// naming the argument, file, tensor or call at fault, and the expected and
+/// actual values where there are some. Catch this to handle every library
+/// error in one place.
 class BASED_CORE_EXCEPTION_API Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;

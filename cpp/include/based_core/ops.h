@@ -210,6 +210,23 @@ struct ArgmaxParams {
   int32_t* out = nullptr;  // [rows], device
 };
 
+/// computes, for row i: a draw from softmax(logits[i] / temperature) restricted to the top_k
+/// largest logits (all when 0) and, within those, to the smallest set of the most probable
+/// tokens whose mass reaches top_p (ties at a threshold are all kept). The draw is
+/// u = sample_uniform(seed, seqs[i], steps[i]) times the kept mass, walking the kept tokens
+/// in ascending id order; the same on every backend up to float rounding of exp and sums.
+struct SampleParams {
+  const float* logits = nullptr;  // [rows, vocab] fp32
+  int64_t rows = 0, vocab = 0;
+  float temperature = 1.f;  // > 0
+  int top_k = 0;
+  float top_p = 1.f;
+  uint64_t seed = 0;
+  const int32_t* seqs = nullptr;   // [rows], device: sequence index of each row
+  const int32_t* steps = nullptr;  // [rows], device: tokens already drawn for that sequence
+  int32_t* out = nullptr;          // [rows], device
+};
+
 }  // namespace ops
 
 /// Direction of Backend::copy (all the same on the CPU backend).
@@ -263,6 +280,7 @@ class Backend {
   virtual void conv_decode(const ops::ConvDecodeParams& p) = 0;
   virtual void swiglu(const ops::SwigluParams& p) = 0;
   virtual void argmax(const ops::ArgmaxParams& p) = 0;
+  virtual void sample(const ops::SampleParams& p) = 0;
 
   /// Records the work `fn` enqueues into a replayable graph (CUDA graphs) and
   /// returns its handle, without running it. Backends without graphs return

@@ -1,8 +1,12 @@
-// based_core/sampler.h: turning logits into tokens.
+// based_core/sampler.h: turning logits into tokens, on the host.
+//
+// Session::generate samples with these already; use a Sampler directly when
+// driving prefill/decode yourself (examples/stream_generate.cpp). Threading:
+// SamplingParams is a plain value; a Sampler holds a random-number state and
+// is used by one thread at a time.
 #pragma once
 
 #include <cstdint>
-#include <random>
 
 namespace based_core {
 
@@ -12,30 +16,43 @@ namespace based_core {
 ///   keep the smallest set of tokens whose probability mass reaches top_p,
 ///   and draw from it.
 struct SamplingParams {
-  float temperature = 0.f;
-  int top_k = 0;
-  float top_p = 1.f;
+  float temperature = 0.f;  ///< softmax temperature, finite and >= 0; 0 = greedy
+  int top_k = 0;            ///< keep the k largest logits, >= 0; 0 = no limit, 1 = greedy
+  float top_p = 1.f;        ///< nucleus probability mass in (0, 1]; 1 = no limit
   uint64_t seed = 0;  ///< with the sequence index, fixes every draw
 
-  /// Throws InvalidArgument naming the field (temperature < 0, top_k < 0, top_p not in (0, 1]).
+  /// Throws InvalidArgument naming the field (temperature < 0 or not finite,
+  /// top_k < 0, top_p not in (0, 1]).
   void validate() const;
+  /// True when these parameters pick the argmax (no randomness involved).
   bool greedy() const { return temperature <= 0.f || top_k == 1; }
 };
 
-/// A seeded host sampler for one sequence. Sequence i of a batch uses
-/// Sampler(params, i), so a sequence draws the same tokens alone or batched.
+/// A seeded host sampler for one sequence. Draw number k of sequence i uses a
+/// counter-based random number (seed, i, k), so a sequence draws the same
+/// tokens alone or batched, and the GPU's sampling kernel draws the same ones.
+/// The draws depend only on (seed, sequence) and the logits passed in, so
+/// they repeat across runs and threads given the same logits.
 class Sampler {
  public:
+  /// Copies `params` (validated: InvalidArgument when bad) and seeds the
+  /// generator from (params.seed, sequence).
   explicit Sampler(const SamplingParams& params, uint64_t sequence = 0);
-  /// Picks a token among logits[0..n). The logits are not modified.
+  /// Picks a token among logits[0..n) (host memory, fp32, read during the
+  /// call; not modified). Pass n = vocab_size to leave out the padded ids.
+  /// Greedy parameters return argmax(logits, n); otherwise each call
+  /// advances the generator. Logits must be finite when sampling.
+  /// Throws InvalidArgument for n <= 0.
   int32_t sample(const float* logits, int64_t n);
 
  private:
   SamplingParams p_;
-  std::mt19937_64 rng_;
+  uint64_t sequence_ = 0;
+  uint64_t step_ = 0;
 };
 
-/// Index of the largest value (lowest index on ties; NaN never wins).
+/// Index of the largest of x[0..n) (host memory; lowest index on ties; NaN
+/// never wins; 0 when n <= 0 or every value is NaN).
 int32_t argmax(const float* x, int64_t n);
 
 }  // namespace based_core

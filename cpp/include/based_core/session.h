@@ -196,6 +196,7 @@ class Session {
   int32_t* pos_ids_ = nullptr;
   int32_t* rows_ = nullptr;
   int32_t* argmax_out_ = nullptr;
+  int32_t* steps_ = nullptr;         // per-row draw counters for the sample op
   int32_t* iota_ = nullptr;          // 0, 1, 2, ... (rows of a decode step)
   float* logits_buf_ = nullptr;      // [max_slots, vocab_padded], allocated on first decode()
   float* gen_logits_ = nullptr;      // [max_slots, vocab_size], allocated on first generate()

@@ -63,6 +63,7 @@ void CpuBackend::conv_prefill(const ops::ConvPrefillParams& p) { cpu::conv_prefi
 void CpuBackend::conv_decode(const ops::ConvDecodeParams& p) { cpu::conv_decode(p); }
 void CpuBackend::swiglu(const ops::SwigluParams& p) { cpu::swiglu(p); }
 void CpuBackend::argmax(const ops::ArgmaxParams& p) { cpu::argmax(p); }
+void CpuBackend::sample(const ops::SampleParams& p) { cpu::sample(p); }
 
 std::shared_ptr<Backend> make_cpu_backend() { return std::make_shared<CpuBackend>(); }
 

@@ -37,6 +37,7 @@ class CpuBackend : public Backend {
   void conv_decode(const ops::ConvDecodeParams& p) override;
   void swiglu(const ops::SwigluParams& p) override;
   void argmax(const ops::ArgmaxParams& p) override;
+  void sample(const ops::SampleParams& p) override;
 };
 
 }  // namespace based_core

@@ -26,6 +26,7 @@ void conv_prefill(const ops::ConvPrefillParams& p);
 void conv_decode(const ops::ConvDecodeParams& p);
 void swiglu(const ops::SwigluParams& p);
 void argmax(const ops::ArgmaxParams& p);
+void sample(const ops::SampleParams& p);
 
 namespace detail {
 
