@@ -74,6 +74,28 @@ struct Checker {
 
 int64_t dim(const AnyArray& a, size_t i) { return i < a.ndim() ? int64_t(a.shape(i)) : -1; }
 
+ops::SlidingWindowShape swa_shape(int64_t H, int64_t hd, int window, std::optional<int> rotary_dim, float rope_base,
+                                  std::optional<float> scale, int64_t ring) {
+  ops::SlidingWindowShape s;
+  s.heads = int(H);
+  s.head_dim = int(hd);
+  s.window = window;
+  s.rotary_dim = rotary_dim.value_or(int(hd));
+  s.rope_base = rope_base;
+  s.scale = scale.value_or(1.0f / std::sqrt(float(hd)));
+  s.ring_size = int(ring);
+  return s;
+}
+
+ops::LinearAttentionShape la_shape(int64_t H, int64_t f, int64_t hd, float eps) {
+  ops::LinearAttentionShape s;
+  s.heads = int(H);
+  s.feature_dim = int(f);
+  s.head_dim = int(hd);
+  s.eps = eps;
+  return s;
+}
+
 // Slot ids index state arrays: an id out of range would write outside them.
 void check_indices(const std::shared_ptr<Backend>& be, const AnyArray& a, int64_t limit, const char* op,
                    const char* arg) {
@@ -313,10 +335,7 @@ void bind_ops(nb::module_& m) {
         StreamOrder so(be, stream);
         Tensor y = Tensor::empty(be, dt, {T, H, hd});
         ops::LaPrefillParams p;
-        p.shape.heads = int(H);
-        p.shape.feature_dim = int(f);
-        p.shape.head_dim = int(hd);
-        p.shape.eps = eps;
+        p.shape = la_shape(H, f, hd, eps);
         p.q = q.data(); p.k = k.data(); p.v = v.data();
         p.ld_q = p.ld_k = H * f; p.ld_v = H * hd;
         p.y = y.data(); p.ld_y = H * hd; p.dtype = dt; p.n_tokens = T;
@@ -348,10 +367,7 @@ void bind_ops(nb::module_& m) {
         check_indices(be, slots, dim(state_s, 0), "la_decode", "slots");
         Tensor y = Tensor::empty(be, dt, {B, H, hd});
         ops::LaDecodeParams p;
-        p.shape.heads = int(H);
-        p.shape.feature_dim = int(f);
-        p.shape.head_dim = int(hd);
-        p.shape.eps = eps;
+        p.shape = la_shape(H, f, hd, eps);
         p.q = q.data(); p.k = k.data(); p.v = v.data();
         p.ld_q = p.ld_k = H * f; p.ld_v = H * hd;
         p.y = y.data(); p.ld_y = H * hd; p.dtype = dt; p.n_tokens = B;
@@ -381,13 +397,7 @@ void bind_ops(nb::module_& m) {
         StreamOrder so(be, stream);
         Tensor out = Tensor::empty(be, dt, {T, H, hd});
         ops::SwaPrefillParams p;
-        p.shape.heads = int(H);
-        p.shape.head_dim = int(hd);
-        p.shape.window = window;
-        p.shape.rotary_dim = rotary_dim.value_or(int(hd));
-        p.shape.rope_base = rope_base;
-        p.shape.scale = scale.value_or(1.0f / std::sqrt(float(hd)));
-        p.shape.ring_size = int(dim(ring_k, 0));
+        p.shape = swa_shape(H, hd, window, rotary_dim, rope_base, scale, dim(ring_k, 0));
         p.qkv = qkv.data(); p.ld_qkv = 3 * H * hd; p.out = out.data(); p.ld_out = H * hd; p.dtype = dt;
         p.n_tokens = T; p.start_pos = start_pos; p.ring_k = ring_k.data(); p.ring_v = ring_v.data();
         be->swa_prefill(p);
@@ -419,13 +429,7 @@ void bind_ops(nb::module_& m) {
         check_indices(be, positions, int64_t(1) << 31, "swa_decode", "positions");
         Tensor out = Tensor::empty(be, dt, {B, H, hd});
         ops::SwaDecodeParams p;
-        p.shape.heads = int(H);
-        p.shape.head_dim = int(hd);
-        p.shape.window = window;
-        p.shape.rotary_dim = rotary_dim.value_or(int(hd));
-        p.shape.rope_base = rope_base;
-        p.shape.scale = scale.value_or(1.0f / std::sqrt(float(hd)));
-        p.shape.ring_size = int(dim(ring_k, 1));
+        p.shape = swa_shape(H, hd, window, rotary_dim, rope_base, scale, dim(ring_k, 1));
         p.qkv = qkv.data(); p.ld_qkv = 3 * H * hd; p.out = out.data(); p.ld_out = H * hd; p.dtype = dt;
         p.n_tokens = B; p.slots = static_cast<const int32_t*>(slots.data());
         p.positions = static_cast<const int32_t*>(positions.data());

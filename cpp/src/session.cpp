@@ -20,6 +20,15 @@ struct Session::LayerState {
   void* ring_v = nullptr;
   float* tail = nullptr;  // conv: [slot][2][C]
   std::size_t bytes_per_slot[5] = {0, 0, 0, 0, 0};  // s, z, ring_k, ring_v, tail
+
+  // Calls f(base of the [slot] array, bytes per slot) for each buffer present,
+  // in a fixed order (the order of save_slot's bytes).
+  template <typename F>
+  void for_each_buffer(F&& f) const {
+    void* bases[5] = {s, z, ring_k, ring_v, tail};
+    for (int b = 0; b < 5; ++b)
+      if (bases[b]) f(static_cast<uint8_t*>(bases[b]), bytes_per_slot[b]);
+  }
 };
 
 namespace {
@@ -206,21 +215,14 @@ int64_t Session::position(int slot) const {
 
 void Session::reset(int slot) {
   check_slot(slot, "reset");
-  for (LayerState& st : states_) {
-    void* bases[5] = {st.s, st.z, st.ring_k, st.ring_v, st.tail};
-    for (int b = 0; b < 5; ++b)
-      if (bases[b])
-        be_->fill_zero(static_cast<uint8_t*>(bases[b]) + st.bytes_per_slot[b] * std::size_t(slot), st.bytes_per_slot[b]);
-  }
+  for (const LayerState& st : states_)
+    st.for_each_buffer([&](uint8_t* base, std::size_t n) { be_->fill_zero(base + n * std::size_t(slot), n); });
   positions_[std::size_t(slot)] = 0;
 }
 
 void Session::reset_all() {
-  for (LayerState& st : states_) {
-    void* bases[5] = {st.s, st.z, st.ring_k, st.ring_v, st.tail};
-    for (int b = 0; b < 5; ++b)
-      if (bases[b]) be_->fill_zero(bases[b], st.bytes_per_slot[b] * std::size_t(options_.max_slots));
-  }
+  for (const LayerState& st : states_)
+    st.for_each_buffer([&](uint8_t* base, std::size_t n) { be_->fill_zero(base, n * std::size_t(options_.max_slots)); });
   std::fill(positions_.begin(), positions_.end(), 0);
 }
 
@@ -468,15 +470,10 @@ void Session::copy_slot(int src, int dst) {
   check_slot(src, "copy_slot");
   check_slot(dst, "copy_slot");
   if (src == dst) return;
-  for (LayerState& st : states_) {
-    void* bases[5] = {st.s, st.z, st.ring_k, st.ring_v, st.tail};
-    for (int b = 0; b < 5; ++b) {
-      if (!bases[b]) continue;
-      uint8_t* base = static_cast<uint8_t*>(bases[b]);
-      be_->copy(base + st.bytes_per_slot[b] * std::size_t(dst), base + st.bytes_per_slot[b] * std::size_t(src),
-                st.bytes_per_slot[b], CopyKind::DeviceToDevice);
-    }
-  }
+  for (const LayerState& st : states_)
+    st.for_each_buffer([&](uint8_t* base, std::size_t n) {
+      be_->copy(base + n * std::size_t(dst), base + n * std::size_t(src), n, CopyKind::DeviceToDevice);
+    });
   positions_[std::size_t(dst)] = positions_[std::size_t(src)];
 }
 
@@ -503,15 +500,11 @@ std::vector<uint8_t> Session::save_slot(int slot) const {
   std::vector<uint8_t> out(sizeof(h) + slot_bytes_);
   std::memcpy(out.data(), &h, sizeof(h));
   std::size_t off = sizeof(h);
-  for (const LayerState& st : states_) {
-    const void* bases[5] = {st.s, st.z, st.ring_k, st.ring_v, st.tail};
-    for (int b = 0; b < 5; ++b) {
-      if (!bases[b]) continue;
-      be_->copy(out.data() + off, static_cast<const uint8_t*>(bases[b]) + st.bytes_per_slot[b] * std::size_t(slot),
-                st.bytes_per_slot[b], CopyKind::DeviceToHost);
-      off += st.bytes_per_slot[b];
-    }
-  }
+  for (const LayerState& st : states_)
+    st.for_each_buffer([&](uint8_t* base, std::size_t n) {
+      be_->copy(out.data() + off, base + n * std::size_t(slot), n, CopyKind::DeviceToHost);
+      off += n;
+    });
   return out;
 }
 
@@ -527,15 +520,11 @@ void Session::load_slot(int slot, const std::vector<uint8_t>& bytes) {
       h.act_dtype != int32_t(model_->activation_dtype()) || h.position < 0)
     throw InvalidArgument("load_slot: the bytes were not saved from a session of this model config and dtype");
   std::size_t off = sizeof(h);
-  for (LayerState& st : states_) {
-    void* bases[5] = {st.s, st.z, st.ring_k, st.ring_v, st.tail};
-    for (int b = 0; b < 5; ++b) {
-      if (!bases[b]) continue;
-      be_->copy(static_cast<uint8_t*>(bases[b]) + st.bytes_per_slot[b] * std::size_t(slot), bytes.data() + off,
-                st.bytes_per_slot[b], CopyKind::HostToDevice);
-      off += st.bytes_per_slot[b];
-    }
-  }
+  for (const LayerState& st : states_)
+    st.for_each_buffer([&](uint8_t* base, std::size_t n) {
+      be_->copy(base + n * std::size_t(slot), bytes.data() + off, n, CopyKind::HostToDevice);
+      off += n;
+    });
   positions_[std::size_t(slot)] = h.position;
 }
 
