@@ -44,8 +44,8 @@ struct Checker {
   void device_of(const AnyArray& a, const char* arg) {
     Device d = py::device_of(a, arg);
     if (device && *device != d)
-      throw InvalidArgument(std::string(op) + ": " + arg + " is on " + d.str() + " but earlier arguments are on " +
-                            device->str());
+      throw TypeMismatch(std::string(op) + ": " + arg + " is on " + d.str() + " but earlier arguments are on " +
+                         device->str());
     device = d;
   }
   void check(const AnyArray& a, const char* arg, std::vector<int64_t> shape, std::optional<DType> dtype) {

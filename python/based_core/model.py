@@ -139,15 +139,45 @@ def _token_rows(tokens) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
+_I32 = 2**31  # the native side holds token ids, slots and positions in int32
+
+
+def _int_arg(name: str, v) -> int:
+    """An integer argument. Floats (and bools) are a TypeError rather than
+    silently truncated."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name}: expected an integer, got {type(v).__name__} {v!r}")
+    return int(v)
+
+
+def _token_id(name: str, v) -> int:
+    """A token id; ids that do not even fit in int32 are an IndexError here
+    (the native check names the vocabulary range for the others)."""
+    t = _int_arg(name, v)
+    if not -_I32 <= t < _I32:
+        raise IndexError(f"{name}: token id {t} is out of range (ids are below the vocabulary size)")
+    return t
+
+
+def _slot_id(name: str, v) -> int:
+    s = _int_arg(name, v)
+    if not -_I32 <= s < _I32:
+        raise IndexError(f"{name}: slot {s} out of range")
+    return s
+
+
 def _prompt_lists(prompts) -> list:
     if isinstance(prompts, (str, bytes)):
         raise TypeError("prompts: expected a list of token-id lists, got a string (use generate_text for text)")
+    if prompts is None or not hasattr(prompts, "__iter__"):
+        raise TypeError(f"prompts: expected a list of token-id lists, got {type(prompts).__name__}")
     out = []
     for i, p in enumerate(prompts):
         if isinstance(p, (int, np.integer)):
             raise TypeError("prompts: expected a list of token-id lists; wrap a single prompt as [prompt]")
-        ids = [int(t) for t in p]
-        out.append(ids)
+        if isinstance(p, (str, bytes)) or not hasattr(p, "__iter__"):
+            raise TypeError(f"prompts[{i}]: expected a list of token ids, got {type(p).__name__}")
+        out.append([_token_id(f"prompts[{i}][{j}]", t) for j, t in enumerate(p)])
     return out
 
 
@@ -160,6 +190,10 @@ class Session:
 
     def __init__(self, model: "Model", max_batch: int = 1, prefill_chunk: int = 0, max_context: int = 0):
         self.model = model
+        max_batch = _int_arg("max_batch", max_batch)
+        if not 1 <= max_batch <= 2**20:  # the native check, before int32 conversion could fail
+            raise ValueError(f"max_batch: expected 1..1048576, got {max_batch}")
+        prefill_chunk, max_context = _int_arg("prefill_chunk", prefill_chunk), _int_arg("max_context", max_context)
         self._s = _core.NativeSession(model._native, max_slots=max_batch, prefill_chunk=prefill_chunk, max_context=max_context)
 
     @property
@@ -173,38 +207,50 @@ class Session:
     def prefill(self, slot: int, tokens, logits: str = "last"):
         """Appends tokens to the sequence in `slot`; returns fp32 logits [1, V]
         ('last'), [n, V] ('all') or None ('none')."""
-        return self._s.prefill(slot, _token_rows(tokens), logits)
+        return self._s.prefill(_slot_id("slot", slot), _token_rows(tokens), logits)
 
     def decode(self, slots: Sequence[int], tokens: Sequence[int]):
         """Appends one token to each slot; returns fp32 logits [len(slots), V]."""
-        return self._s.decode([int(s) for s in slots], [int(t) for t in tokens])
+        return self._s.decode([_slot_id(f"slots[{i}]", s) for i, s in enumerate(slots)],
+                              [_token_id(f"tokens[{i}]", t) for i, t in enumerate(tokens)])
 
     def position(self, slot: int) -> int:
-        return self._s.position(slot)
+        return self._s.position(_slot_id("slot", slot))
 
     def reset(self, slot: Optional[int] = None) -> None:
         """Empties one slot, or all of them."""
         if slot is None:
             self._s.reset_all()
         else:
-            self._s.reset(slot)
+            self._s.reset(_slot_id("slot", slot))
 
     def copy_slot(self, src: int, dst: int) -> None:
-        self._s.copy_slot(src, dst)
+        self._s.copy_slot(_slot_id("src", src), _slot_id("dst", dst))
 
     def save_slot(self, slot: int) -> bytes:
-        return self._s.save_slot(slot)
+        return self._s.save_slot(_slot_id("slot", slot))
 
     def load_slot(self, slot: int, data: bytes) -> None:
-        self._s.load_slot(slot, data)
+        if isinstance(data, (bytearray, memoryview)):
+            data = bytes(data)
+        if not isinstance(data, bytes):
+            raise TypeError(f"data: expected the bytes returned by save_slot, got {type(data).__name__}")
+        self._s.load_slot(_slot_id("slot", slot), data)
 
     def generate(self, prompts, max_new_tokens: int = 16, temperature: float = 0.0, top_k: int = 0,
                  top_p: float = 1.0, seed: Optional[int] = None, stop_tokens: Iterable[int] = (), on_token=None):
         """Same as Model.generate, in this session's slots 0..len(prompts)-1."""
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little") if temperature > 0 else 0
-        return self._s.generate(_prompt_lists(prompts), int(max_new_tokens), float(temperature), int(top_k),
-                                float(top_p), int(seed) & (2**64 - 1), [int(t) for t in stop_tokens], on_token)
+        max_new_tokens = _int_arg("max_new_tokens", max_new_tokens)
+        if max_new_tokens >= _I32:  # positions are int32: such a call could only fail after running for days
+            raise ValueError(f"max_new_tokens: expected at most {_I32 - 1} (the position limit), got {max_new_tokens}")
+        top_k = _int_arg("top_k", top_k)
+        if top_k < 0:
+            raise ValueError(f"top_k: expected >= 0 (0 = no limit), got {top_k}")
+        stops = [_token_id(f"stop_tokens[{i}]", t) for i, t in enumerate(stop_tokens)]
+        return self._s.generate(_prompt_lists(prompts), max_new_tokens, float(temperature), min(top_k, _I32 - 1),
+                                float(top_p), _int_arg("seed", seed) & (2**64 - 1), stops, on_token)
 
 
 class Model:

@@ -103,8 +103,8 @@ TEST_CASE("threading: 4 Sessions on 4 threads share one Model and match the sequ
   SUBCASE("cpu") { check_threads_match_sequential(Device{}, false); }  // the CPU backend has no graphs
   if (cuda_available()) {
     // With CUDA graphs, captures run while other threads launch and allocate.
-    SUBCASE("cuda, graphs") { check_threads_match_sequential(parse_device("cuda"), true); }
-    SUBCASE("cuda, no graphs") { check_threads_match_sequential(parse_device("cuda"), false); }
+    SUBCASE("cuda (graphs)") { check_threads_match_sequential(parse_device("cuda"), true); }
+    SUBCASE("cuda (no graphs)") { check_threads_match_sequential(parse_device("cuda"), false); }
   }
 }
 

@@ -13,18 +13,25 @@ shift || true
 TARGETS=("$@")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=(fuzz_safetensors fuzz_config fuzz_model)
 
-# clang + the libFuzzer runtime (Debian: libclang-rt-<ver>-dev) when missing.
-CXX_FUZZ=${CXX_FUZZ:-}
-if [ -z "$CXX_FUZZ" ]; then
-  CXX_FUZZ=$(command -v clang++ || true)
-fi
-if [ -z "$CXX_FUZZ" ]; then
+# clang + the libFuzzer runtime (Debian: libclang-rt-<ver>-dev) when missing:
+# probe by linking an empty fuzz target.
+CXX_FUZZ=${CXX_FUZZ:-$(command -v clang++ || true)}
+links() {
+  local d; d=$(mktemp -d)
+  echo 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }' > "$d/t.cpp"
+  "$1" -fsanitize=fuzzer,address,undefined "$d/t.cpp" -o "$d/t" >/dev/null 2>&1
+  local rc=$?; rm -rf "$d"; return $rc
+}
+if [ -z "$CXX_FUZZ" ] || ! links "$CXX_FUZZ"; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  ver=$(apt-cache search --names-only '^libclang-rt-[0-9]+-dev$' | sed -E 's/^libclang-rt-([0-9]+)-dev.*/\1/' | sort -n | tail -1)
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clang "libclang-rt-${ver}-dev" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clang >/dev/null
+  ver=$(clang++ --version | sed -n 's/.*clang version \([0-9]*\).*/\1/p' | head -n 1)
+  # Debian 12+ ships libFuzzer in libclang-rt-<ver>-dev; older releases in libclang-common.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "libclang-rt-${ver}-dev" >/dev/null 2>&1 || true
   CXX_FUZZ=$(command -v clang++)
+  links "$CXX_FUZZ" || { echo "clang++ cannot link a libFuzzer target" >&2; exit 1; }
 fi
 CC_FUZZ=${CC_FUZZ:-$(dirname "$CXX_FUZZ")/clang}
 

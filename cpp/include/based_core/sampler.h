@@ -2,8 +2,8 @@
 //
 // Session::generate samples with these already; use a Sampler directly when
 // driving prefill/decode yourself (examples/stream_generate.cpp). Threading:
-// SamplingParams is a plain value; a Sampler holds a random-number state and
-// is used by one thread at a time.
+// SamplingParams is a plain value; a Sampler counts its draws and is used by
+// one thread at a time.
 #pragma once
 
 #include <cstdint>
@@ -31,17 +31,15 @@ struct SamplingParams {
 /// A seeded host sampler for one sequence. Draw number k of sequence i uses a
 /// counter-based random number (seed, i, k), so a sequence draws the same
 /// tokens alone or batched, and the GPU's sampling kernel draws the same ones.
-/// The draws depend only on (seed, sequence) and the logits passed in, so
-/// they repeat across runs and threads given the same logits.
 class Sampler {
  public:
-  /// Copies `params` (validated: InvalidArgument when bad) and seeds the
-  /// generator from (params.seed, sequence).
+  /// Copies `params` (validated: InvalidArgument when bad); draws start at
+  /// number 0 of sequence `sequence`.
   explicit Sampler(const SamplingParams& params, uint64_t sequence = 0);
   /// Picks a token among logits[0..n) (host memory, fp32, read during the
   /// call; not modified). Pass n = vocab_size to leave out the padded ids.
-  /// Greedy parameters return argmax(logits, n); otherwise each call
-  /// advances the generator. Logits must be finite when sampling.
+  /// Greedy parameters return argmax(logits, n) and use no draw; otherwise
+  /// each call uses the next draw. NaN logits are never picked.
   /// Throws InvalidArgument for n <= 0.
   int32_t sample(const float* logits, int64_t n);
 

@@ -3,6 +3,8 @@
 #include "cpu/cpu_backend.h"
 
 #include <cstring>
+#include <cstdint>
+#include <unistd.h>
 #include <memory>
 #include <new>
 #include <string>
@@ -18,7 +20,19 @@ DType CpuBackend::activation_dtype(DType) const {
   return DType::F32;
 }
 
+// Physical memory of the machine. Linux may overcommit, so an allocation far
+// larger than RAM can "succeed" and the process is killed when it is touched:
+// refuse those up front with a clean OutOfMemory instead.
+static std::size_t physical_memory_bytes() {
+  long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? std::size_t(pages) * std::size_t(page) : SIZE_MAX;
+}
+
 void* CpuBackend::allocate(std::size_t bytes) {
+  static const std::size_t ram = physical_memory_bytes();
+  if (bytes > ram)
+    throw OutOfMemory("cpu backend: cannot allocate " + std::to_string(bytes) + " bytes: more than the " +
+                      std::to_string(ram) + " bytes of physical memory");
   // Round up to whole cache lines (at least one, so a 0-byte request still
   // yields a distinct pointer that deallocate() accepts).
   const std::size_t rounded =
