@@ -11,7 +11,7 @@ from based_core import reference
 from based_core.testing import make_random_model
 
 STEPS = 4096
-HEADER = 48  # bytes before the per-layer state in save_slot (see cpp/src/session.cpp)
+HEADER = 56  # bytes before the per-layer state in save_slot (see cpp/src/session.cpp)
 
 
 def la_states(blob, cfg, act_bytes):

@@ -55,6 +55,11 @@ class WeightIndex {
   static void check(const std::string& name, const HostTensorView& v, const std::vector<int64_t>& shape) {
     if (v.shape != shape)
       throw CheckpointError("tensor '" + name + "' has shape " + shape_str(v.shape) + ", expected " + shape_str(shape));
+    uint64_t numel = 1;
+    for (int64_t d : v.shape) numel *= uint64_t(d);
+    if (!v.data || v.nbytes != numel * dtype_size(v.dtype))
+      throw CheckpointError("tensor '" + name + "' holds " + std::to_string(v.nbytes) + " bytes but " + dtype_name(v.dtype) +
+                            " x " + shape_str(v.shape) + " needs " + std::to_string(numel * dtype_size(v.dtype)));
     if (v.dtype != DType::F32 && v.dtype != DType::F16 && v.dtype != DType::BF16 && v.dtype != DType::F64)
       throw CheckpointError("tensor '" + name + "' has dtype " + dtype_name(v.dtype) +
                             "; weights must be float64/float32/float16/bfloat16");

@@ -478,14 +478,27 @@ void Session::copy_slot(int src, int dst) {
 }
 
 namespace {
-const char kSlotMagic[8] = {'B', 'C', 'S', 'L', 'O', 'T', '0', '1'};
+const char kSlotMagic[8] = {'B', 'C', 'S', 'L', 'O', 'T', '0', '2'};
 struct SlotHeader {
   char magic[8];
   uint64_t slot_bytes;
   int64_t n_layer, d_model;
   int32_t act_dtype, pad;
   int64_t position;
+  uint64_t layout;  // slot_layout(): which state sits where
 };
+
+// FNV-1a over everything that fixes the meaning of a slot's bytes: configs
+// with equal sizes but another layer order or head split must not match.
+uint64_t slot_layout(const ModelConfig& c) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](int64_t v) {
+    for (int i = 0; i < 8; ++i) h = (h ^ uint64_t((v >> (8 * i)) & 0xff)) * 1099511628211ull;
+  };
+  for (LayerKind k : c.layers) mix(int64_t(k));
+  for (int64_t v : {c.d_model, c.n_head, c.la_heads, c.la_feature_dim, c.swa_window, c.conv_channels}) mix(v);
+  return h;
+}
 }  // namespace
 
 std::vector<uint8_t> Session::save_slot(int slot) const {
@@ -497,6 +510,7 @@ std::vector<uint8_t> Session::save_slot(int slot) const {
   h.d_model = model_->config().d_model;
   h.act_dtype = int32_t(model_->activation_dtype());
   h.position = positions_[std::size_t(slot)];
+  h.layout = slot_layout(model_->config());
   std::vector<uint8_t> out(sizeof(h) + slot_bytes_);
   std::memcpy(out.data(), &h, sizeof(h));
   std::size_t off = sizeof(h);
@@ -517,7 +531,8 @@ void Session::load_slot(int slot, const std::vector<uint8_t>& bytes) {
   std::memcpy(&h, bytes.data(), sizeof(h));
   if (std::memcmp(h.magic, kSlotMagic, 8) != 0 || h.slot_bytes != slot_bytes_ ||
       h.n_layer != model_->config().n_layer || h.d_model != model_->config().d_model ||
-      h.act_dtype != int32_t(model_->activation_dtype()) || h.position < 0)
+      h.act_dtype != int32_t(model_->activation_dtype()) || h.layout != slot_layout(model_->config()) ||
+      h.position < 0)
     throw InvalidArgument("load_slot: the bytes were not saved from a session of this model config and dtype");
   std::size_t off = sizeof(h);
   for (const LayerState& st : states_)

@@ -161,11 +161,9 @@ TEST_CASE("slots: load_slot rejects bytes of another config and leaves the slot 
   CHECK(same_bits(decode_run(s, 0, cont), decode_run(ref, 0, cont)));
 }
 
-// The slot header records sizes (state bytes, n_layer, d_model, dtype), not the
-// layer plan, so a config with the same layer counts in another order passes
-// the check today. may_fail documents the gap until the header carries a
-// fingerprint of the layout; it then passes as written.
-TEST_CASE("slots: load_slot rejects a config with the same sizes but another layer order" * doctest::may_fail()) {
+// Equal sizes are not enough: the slot header carries a fingerprint of the
+// layer plan, so state saved under another layer order is refused.
+TEST_CASE("slots: load_slot rejects a config with the same sizes but another layer order") {
   auto model = tiny::make_model({}, 26);
   tiny::Shape permuted;
   permuted.layers = "la,conv,swa,conv,la,swa";

@@ -17,6 +17,7 @@
 
 #include "based_core/config.h"
 #include "based_core/dtype.h"
+#include "based_core/error.h"
 #include "based_core/ops.h"
 #include "based_core/tensor.h"
 
@@ -100,8 +101,12 @@ class Model {
   /// The backend the weights were uploaded with. Sessions create their own
   /// (backend_for); use this one only from one thread at a time.
   const std::shared_ptr<Backend>& backend() const { return backend_; }
-  /// Block i's weights, i in [0, config().n_layer); std::out_of_range otherwise.
-  const LayerWeights& layer(int64_t i) const { return layers_.at(std::size_t(i)); }
+  /// Block i's weights, i in [0, config().n_layer); OutOfRange otherwise.
+  const LayerWeights& layer(int64_t i) const {
+    if (i < 0 || i >= int64_t(layers_.size()))
+      throw OutOfRange("Model::layer: index " + std::to_string(i) + " outside [0, " + std::to_string(layers_.size()) + ")");
+    return layers_[std::size_t(i)];
+  }
   const void* embedding() const { return embedding_; }  ///< [vocab_padded, d], also the LM head (device)
   const void* final_norm() const { return ln_f_; }      ///< [d] (device)
   std::size_t weight_bytes() const { return weight_bytes_; }  ///< device bytes held by the weights

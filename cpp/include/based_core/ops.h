@@ -260,9 +260,9 @@ class Backend {
   virtual void synchronize() = 0;
   /// Orders this backend's stream after the work already queued on `external`
   /// (a cudaStream_t; nullptr means the legacy default stream). No-op on the CPU.
-  virtual void wait_for(CUstream_st* external) {}
+  virtual void wait_for(CUstream_st* /*external*/) {}
   /// Makes `external` wait for the work queued so far on this backend's stream.
-  virtual void signal_to(CUstream_st* external) {}
+  virtual void signal_to(CUstream_st* /*external*/) {}
 
   /// The ops: each enqueues the work its params struct's "computes:" line
   /// states. Throws InvalidArgument (bad sizes, strides or null pointers) or
@@ -286,11 +286,11 @@ class Backend {
   /// returns its handle, without running it. Backends without graphs return
   /// nullptr and do not call fn; callers then simply run fn each time. Work in
   /// fn must not read host memory that changes between replays.
-  virtual void* capture_graph(const std::function<void()>& fn) { return nullptr; }
+  virtual void* capture_graph(const std::function<void()>& /*fn*/) { return nullptr; }
   /// Enqueues one run of a graph from capture_graph() of this backend.
-  virtual void replay_graph(void* graph) {}
+  virtual void replay_graph(void* /*graph*/) {}
   /// Frees a graph from capture_graph() of this backend.
-  virtual void destroy_graph(void* graph) noexcept {}
+  virtual void destroy_graph(void* /*graph*/) noexcept {}
 };
 
 }  // namespace based_core
