@@ -3,6 +3,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <mutex>
+#include <shared_mutex>
 #include <string>
 
 #include "gemm_cublaslt.h"
@@ -18,6 +20,15 @@ void throw_cuda_error(cudaError_t err, const char* call, const char* file, int l
 }
 
 namespace {
+
+// A graph capture in one thread is invalidated by device-synchronising calls
+// made meanwhile in another (cudaFree, tearing down a stream or a cuBLASLt
+// handle). Captures hold this lock shared; those calls hold it exclusively.
+// Nothing run inside a capture may allocate or free (it would deadlock here).
+std::shared_mutex& capture_mutex() {
+  static std::shared_mutex* m = new std::shared_mutex();  // never destroyed: used from destructors at exit
+  return *m;
+}
 
 void require(bool ok, const char* op, const std::string& what) {
   if (!ok) throw InvalidArgument(std::string(op) + ": " + what);
@@ -69,14 +80,22 @@ CudaBackend::CudaBackend(int device) : device_(device) {
     cudaStreamDestroy(stream_);
     throw;
   }
+  // la_prefill splits short batches into segments through this; without it (allocation
+  // failed) it runs one pass per head, which is correct but slower for few heads.
+  if (cudaMalloc(&la_workspace_, kLaPrefillWorkspaceBytes) != cudaSuccess) {
+    cudaGetLastError();
+    la_workspace_ = nullptr;
+  }
 }
 
 CudaBackend::~CudaBackend() {
+  std::unique_lock<std::shared_mutex> lock(capture_mutex());
   int cur = -1;
   cudaGetDevice(&cur);
   if (cur != device_) cudaSetDevice(device_);
   if (stream_) cudaStreamSynchronize(stream_);
   gemm_.reset();
+  if (la_workspace_) cudaFree(la_workspace_);
   if (stream_) cudaStreamDestroy(stream_);
   cudaGetLastError();
   if (cur >= 0 && cur != device_) cudaSetDevice(cur);
@@ -123,7 +142,10 @@ void CudaBackend::deallocate(void* p) noexcept {
   int cur = -1;
   cudaGetDevice(&cur);
   if (cur != device_) cudaSetDevice(device_);
-  cudaFree(p);
+  {
+    std::unique_lock<std::shared_mutex> lock(capture_mutex());
+    cudaFree(p);
+  }
   cudaGetLastError();
 }
 
@@ -214,7 +236,8 @@ void CudaBackend::la_prefill(const ops::LaPrefillParams& p) {
           "row strides too small for the shape");
   require(p.q && p.k && p.v && p.y && p.state_s && p.state_z, "la_prefill", "null pointer");
   ensure_device();
-  check_launch(launch_la_prefill(p, stream_), "la_prefill");
+  check_launch(launch_la_prefill(p, stream_, la_workspace_, la_workspace_ ? kLaPrefillWorkspaceBytes : 0),
+               "la_prefill");
 }
 
 void CudaBackend::la_decode(const ops::LaDecodeParams& p) {
@@ -310,6 +333,7 @@ void CudaBackend::sample(const ops::SampleParams& p) {
 }
 
 void* CudaBackend::capture_graph(const std::function<void()>& fn) {
+  std::shared_lock<std::shared_mutex> lock(capture_mutex());
   ensure_device();
   BASED_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
   try {

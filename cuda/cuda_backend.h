@@ -75,6 +75,7 @@ class CudaBackend final : public Backend {
   int device_ = 0;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<GemmCublasLt> gemm_;
+  void* la_workspace_ = nullptr;  // la_prefill segment states (kLaPrefillWorkspaceBytes), may be null
 };
 
 }  // namespace cuda

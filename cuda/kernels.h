@@ -9,6 +9,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
+
 #include "based_core/ops.h"
 
 namespace based_core {
@@ -37,7 +39,17 @@ cudaError_t launch_swa_prefill(const ops::SwaPrefillParams& p, cudaStream_t stre
 cudaError_t launch_swa_decode(const ops::SwaDecodeParams& p, cudaStream_t stream);
 
 // linear_attention_prefill.cu / linear_attention_decode.cu
-cudaError_t launch_la_prefill(const ops::LaPrefillParams& p, cudaStream_t stream);
+/// `workspace` (device memory, optional) lets a call with few heads split the sequence into
+/// segments that run in parallel; without it the sequence runs in one pass per head.
+cudaError_t launch_la_prefill(const ops::LaPrefillParams& p, cudaStream_t stream, void* workspace = nullptr,
+                              std::size_t workspace_bytes = 0);
+/// Workspace the CUDA backend keeps for la_prefill (bounds the number of segments; 16 heads at
+/// head_dim 64..128 use ~11 MB).
+constexpr std::size_t kLaPrefillWorkspaceBytes = std::size_t(16) << 20;
+// linear_attention_prefill_tc.cu: the tensor-core path (bf16/fp16, feature_dim 16, head_dim a
+// multiple of 16 in [64, 128], aligned rows); *handled = false (nothing launched) otherwise.
+cudaError_t launch_la_prefill_tc(const ops::LaPrefillParams& p, cudaStream_t stream, void* workspace,
+                                 std::size_t workspace_bytes, bool* handled);
 cudaError_t launch_la_decode(const ops::LaDecodeParams& p, cudaStream_t stream);
 
 /// Largest head_dim the attention kernels support (SWA and LA), and largest feature_dim.

@@ -11,8 +11,9 @@
 // Kernel 2 then adds sum_t phi(k_t) to the global z (kernel 1 only reads z: its CTAs may run
 // in any order, so none of them may write z).
 //
-// This is the CUDA-core baseline: exact fp32, but FLOP-inefficient and sequential over tokens;
-// the tensor-core chunked kernel (SPEC 5.1) is the performance path still to come.
+// This CUDA-core kernel is the exact fp32 path (float32 activations) and the fallback for calls
+// the tensor-core chunked kernel (linear_attention_prefill_tc.cu: bf16/fp16, f = 16, head_dim a
+// multiple of 16 in [64, 128], 16-byte aligned q/k/v rows) does not take.
 #include "kernels.h"
 #include "common.cuh"
 
@@ -189,12 +190,16 @@ __global__ void __launch_bounds__(kZGroups * kZRows) la_prefill_z_kernel(LaPrefi
 
 }  // namespace
 
-cudaError_t launch_la_prefill(const ops::LaPrefillParams& p, cudaStream_t stream) {
+cudaError_t launch_la_prefill(const ops::LaPrefillParams& p, cudaStream_t stream, void* workspace,
+                              std::size_t workspace_bytes) {
   const ops::LinearAttentionShape& s = p.shape;
   if (p.n_tokens <= 0) return cudaSuccess;
   if (s.feature_dim <= 0 || s.feature_dim > kMaxFeatureDim || s.head_dim <= 0 ||
       s.head_dim > kMaxHeadDim || s.heads <= 0 || s.heads > 65535)
     return cudaErrorInvalidValue;
+  bool handled = false;  // bf16/fp16, f = 16, hd 64..128: the tensor-core chunked kernel
+  const cudaError_t et = launch_la_prefill_tc(p, stream, workspace, workspace_bytes, &handled);
+  if (handled) return et;
   const float f = float(s.feature_dim);
   LaPrefillArgs a{p.q, p.k, p.v, p.ld_q, p.ld_k, p.ld_v, p.y, p.ld_y, p.n_tokens, p.state_s,
                   p.state_z, s.heads, s.feature_dim, int(s.state_rows()), s.head_dim, s.eps,

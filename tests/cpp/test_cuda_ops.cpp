@@ -442,6 +442,28 @@ TEST_CASE("la_prefill matches the quadratic form and continues from the state") 
         }
 }
 
+TEST_CASE("la_prefill: long sequences (segmented tensor-core path) continue from the state") {
+  // Few heads and > 4 chunks: the bf16/fp16 kernel splits the sequence into segments whose
+  // states a scan combines (starting from the incoming state); the last one writes S and z.
+  NEED_GPU();
+  std::mt19937 g(16);
+  const int H = 2, hist = 100;
+  for (DType t : {DType::BF16, DType::F16})
+    for (int hd : {64, 112, 128})
+      for (int T : {700, 1501}) {
+        const std::string ctx = "la_prefill long " + dname(t) + " hd" + std::to_string(hd) + " T" + std::to_string(T);
+        const LaSeq all = la_seq(g, H, hd, hist + T, t);
+        std::vector<double> y, S, z, y0, S0, z0;
+        la_ref(la_slice(all, 0, hist), hist, y0, S0, z0);
+        la_ref(all, hist, y, S, z);
+        Buf Sb = upload(be, to_f32(S0), DType::F32), zb = upload(be, to_f32(z0), DType::F32);
+        const auto got = run_la_prefill(be, la_slice(all, hist, hist + T), t, Sb.as<float>(), zb.as<float>());
+        CHECK(close(got, y, tol_for(t), ctx + " y"));
+        CHECK(close(download(be, Sb, S.size(), DType::F32), S, kStateTol, ctx + " S"));
+        CHECK(close(download(be, zb, z.size(), DType::F32), z, kStateTol, ctx + " z"));
+      }
+}
+
 TEST_CASE("la_decode: rows on their slots, update then read out") {
   NEED_GPU();
   std::mt19937 g(7);
@@ -920,15 +942,37 @@ TEST_CASE("cuda op timings" * doctest::skip()) {
       const double us = time_us([&] { be->la_decode(p); }, 100);
       std::printf("la_decode   hd %3d B %3d: %8.2f us  %7.1f GB/s (state read+write)\n", hd, B, us, 2.0 * nS * 4 / us / 1e3);
     }
-  for (int hd : {64, 112})
-    for (int L : {2048, 8192}) {
-      const LaSeq s = la_seq(g, H, hd, L, t);
-      Buf q = upload(be, s.q, t), k = upload(be, s.k, t), v = upload(be, s.v, t), y(be, std::size_t(L) * H * hd * 2);
-      Buf S(be, std::size_t(H) * kD * hd * 4), z(be, std::size_t(H) * kD * 4);
-      const auto p = la_prefill_params(s, t, q, k, v, y, S.as<float>(), z.as<float>());
-      const double us = time_us([&] { be->la_prefill(p); }, 5);
-      std::printf("la_prefill  hd %3d L %5d (one sequence): %9.1f us\n", hd, L, us);
+  // la_prefill (PERFORMANCE.md M1): B sequences of H = 16 heads as one call with B*H heads
+  // (heads are independent), bf16 in/out, fp32 state. Bound: max(tensor FLOPs / 790 TFLOP/s,
+  // HBM bytes / 3.0 TB/s) with the 273-row state (PERFORMANCE.md 1a).
+  auto fast_rnd = [](std::size_t n, uint32_t seed, DType dt) {
+    std::vector<float> v(n);
+    uint32_t x = seed * 2654435761u + 1;
+    for (auto& e : v) {
+      x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+      e = round_dt(float(int32_t(x)) * (1.f / 2147483648.f), dt);
     }
+    return v;
+  };
+  for (int hd : {64, 112})
+    for (int B : {1, 16})
+      for (int L : {2048, 4096, 8192}) {
+        const int Hs = B * H;
+        const std::size_t nqk = std::size_t(L) * Hs * kF, nv = std::size_t(L) * Hs * hd;
+        Buf q = upload(be, fast_rnd(nqk, 1 + L + hd, t), t), k = upload(be, fast_rnd(nqk, 2 + L + hd, t), t);
+        Buf v = upload(be, fast_rnd(nv, 3 + L + hd, t), t), y(be, nv * 2);
+        Buf S(be, std::size_t(Hs) * kD * hd * 4), z(be, std::size_t(Hs) * kD * 4);
+        be->fill_zero(S.p, std::size_t(Hs) * kD * hd * 4), be->fill_zero(z.p, std::size_t(Hs) * kD * 4);
+        const LaSeq shape{Hs, hd, L, {}, {}, {}};
+        const auto p = la_prefill_params(shape, t, q, k, v, y, S.as<float>(), z.as<float>());
+        const double us = time_us([&] { be->la_prefill(p); }, L * B >= 65536 ? 10 : 30);
+        const double tok_heads = double(B) * L * H;
+        const double flops = tok_heads * (2.0 * 64 * kF + 2.0 * 64 * hd + 4.0 * kD * hd);
+        const double bytes = tok_heads * 2 * (2 * kF + 2 * hd) + double(B) * H * kD * (hd + 1) * 4;
+        const double bound_us = std::max(flops / 790e12, bytes / 3.0e12) * 1e6;
+        std::printf("la_prefill  hd %3d B %2d L %5d (H %d): %9.1f us  %6.2f ns/token-head  bound %6.1f us (%4.1f%%)\n",
+                    hd, B, L, H, us, us * 1e3 / tok_heads, bound_us, 100 * bound_us / us);
+      }
   for (int hd : {64, 112})
     for (int L : {2048, 8192}) {
       const SwaCfg c{H, hd, hd, 128, 129};
