@@ -325,3 +325,33 @@ def test_device_arrays_where_host_memory_is_needed(tiny_model_dir):
     with pytest.raises((TypeError, ValueError), match="is on cpu but earlier arguments are on cuda:0"):
         based_core.ops.la_prefill(q, q, torch.zeros(4, 2, 64), torch.zeros(2, 273, 64, device="cuda"),
                                   torch.zeros(2, 273, device="cuda"))
+
+
+def test_one_session_shared_by_threads_serializes_calls(model):
+    """Calls on one Session from several threads run one at a time: each thread
+    decoding its own slot gets exactly what it gets alone."""
+    import threading
+
+    import numpy as np
+
+    prompts = {slot: [slot + 1, 7, 9, slot + 3] for slot in range(4)}
+
+    def run(sess, slot, out):
+        sess.prefill(slot, prompts[slot], logits="none")
+        toks = []
+        tok = 5
+        for _ in range(12):
+            tok = int(np.argmax(based_core.to_numpy(sess.decode([slot], [tok]))[0, :1001]))
+            toks.append(tok)
+        out[slot] = toks
+
+    alone = {}
+    for slot in prompts:
+        run(model.session(max_batch=4), slot, alone)
+    shared, together = model.session(max_batch=4), {}
+    threads = [threading.Thread(target=run, args=(shared, slot, together)) for slot in prompts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert together == alone

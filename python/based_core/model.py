@@ -181,6 +181,27 @@ def _prompt_lists(prompts) -> list:
     return out
 
 
+class _Serialized:
+    """Calls into a native session one thread at a time: a Session shared by
+    threads then behaves as if its calls were made in some sequential order,
+    instead of failing in confusing ways."""
+
+    def __init__(self, native):
+        self._native = native
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name):
+        attr = getattr(self._native, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return call
+
+
 class Session:
     """Step-wise control over state slots (see based_core::Session in C++).
 
@@ -194,7 +215,7 @@ class Session:
         if not 1 <= max_batch <= 2**20:  # the native check, before int32 conversion could fail
             raise ValueError(f"max_batch: expected 1..1048576, got {max_batch}")
         prefill_chunk, max_context = _int_arg("prefill_chunk", prefill_chunk), _int_arg("max_context", max_context)
-        self._s = _core.NativeSession(model._native, max_slots=max_batch, prefill_chunk=prefill_chunk, max_context=max_context)
+        self._s = _Serialized(_core.NativeSession(model._native, max_slots=max_batch, prefill_chunk=prefill_chunk, max_context=max_context))
 
     @property
     def max_batch(self) -> int:
