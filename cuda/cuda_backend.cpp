@@ -222,6 +222,8 @@ void CudaBackend::gemm(const ops::GemmParams& p) {
           "ldx must be >= k and ldy >= n, got ldx " + num(p.ldx) + ", ldy " + num(p.ldy));
   require(p.x && p.w && p.y, "gemm", "null pointer");
   ensure_device();
+  // Decode steps of a few rows are weight-bandwidth bound: a GEMV streams W once.
+  if (gemv_applies(p)) return check_launch(launch_gemv(p, stream_), "gemm (gemv)");
   gemm_->run(p);
 }
 

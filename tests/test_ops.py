@@ -79,7 +79,8 @@ def test_short_conv_decode(device, dtype, B):
 
 
 @pytest.mark.parametrize("device,dtype", DEVICES)
-@pytest.mark.parametrize("M,N,K", [(1, 1000, 64), (3, 17, 65), (64, 300, 112), (300, 96, 128)])
+@pytest.mark.parametrize("M,N,K", [(1, 1000, 64), (2, 640, 1792), (3, 17, 65), (5, 96, 264), (8, 1000, 256),
+                                   (64, 300, 112), (300, 96, 128)])
 def test_dense_ops(device, dtype, M, N, K):
     C.check_dense(device, dtype, M, N, K, seed=M)
 
