@@ -23,19 +23,6 @@ using based_core::py::AnyArray;
 
 namespace {
 
-// One backend per device for standalone op calls.
-std::shared_ptr<Backend> ops_backend(const Device& d) {
-  static std::mutex mu;
-  static auto* cache = new std::map<std::pair<int, int>, std::shared_ptr<Backend>>();
-  std::lock_guard<std::mutex> lock(mu);
-  auto key = std::make_pair(int(d.kind), d.index);
-  auto it = cache->find(key);
-  if (it != cache->end()) return it->second;
-  auto b = backend_for(d);
-  (*cache)[key] = b;
-  return b;
-}
-
 // Checks one tensor argument and remembers the common device.
 struct Checker {
   const char* op;
@@ -69,7 +56,7 @@ struct Checker {
       throw TypeMismatch(std::string(op) + ": " + arg + " must be float32, float16 or bfloat16, got " + dtype_name(dt));
     return dt;
   }
-  std::shared_ptr<Backend> backend() { return ops_backend(*device); }
+  std::shared_ptr<Backend> backend() { return shared_backend(*device); }
 };
 
 int64_t dim(const AnyArray& a, size_t i) { return i < a.ndim() ? int64_t(a.shape(i)) : -1; }
@@ -301,16 +288,7 @@ void bind_ops(nb::module_& m) {
         p.seqs = static_cast<const int32_t*>(seqs.data());
         p.steps = static_cast<const int32_t*>(steps.data());
         p.out = static_cast<int32_t*>(out.data());
-        if (temperature <= 0.f || top_k == 1) {
-          ops::ArgmaxParams a;
-          a.logits = p.logits;
-          a.rows = p.rows;
-          a.vocab = p.vocab;
-          a.out = p.out;
-          be->argmax(a);
-        } else {
-          be->sample(p);
-        }
+        be->sample(p);  // greedy settings give the argmax on every backend
         return finish(so, out);
       },
       "logits"_a, "seqs"_a, "steps"_a, "temperature"_a, "top_k"_a = 0, "top_p"_a = 1.f, "seed"_a = 0,

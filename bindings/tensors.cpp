@@ -76,26 +76,24 @@ nb::object to_numpy(const AnyArray& a) {
   DType dt = dtype_of(a, "t");
   Device dev = device_of(a, "t");
   const std::size_t n = a.size(), bytes = a.nbytes();
-  std::vector<uint8_t> raw(bytes);
-  if (dev.is_cuda()) {
-    backend_for(dev)->copy(raw.data(), a.data(), bytes, CopyKind::DeviceToHost);
-  } else if (bytes) {
-    std::memcpy(raw.data(), a.data(), bytes);
+  const bool widen = dt == DType::BF16;  // numpy has no bfloat16: widen to float32
+  auto* buf = new uint8_t[std::max<std::size_t>(1, widen ? n * 4 : bytes)];
+  std::vector<uint16_t> half(widen ? n : 0);  // staging only when widening
+  uint8_t* dst = widen ? reinterpret_cast<uint8_t*>(half.data()) : buf;
+  try {
+    if (dev.is_cuda())
+      shared_backend(dev)->copy(dst, a.data(), bytes, CopyKind::DeviceToHost);
+    else if (bytes)
+      std::memcpy(dst, a.data(), bytes);
+  } catch (...) {
+    delete[] buf;
+    throw;
   }
-  DType out_dt = dt == DType::BF16 ? DType::F32 : dt;
-  auto* buf = new uint8_t[std::max<std::size_t>(1, n * dtype_size(out_dt))];
-  if (dt == DType::BF16) {
-    const uint16_t* src = reinterpret_cast<const uint16_t*>(raw.data());
-    float* dst = reinterpret_cast<float*>(buf);
-    for (std::size_t i = 0; i < n; ++i) dst[i] = bf16_to_float(src[i]);
-  } else if (bytes) {
-    std::memcpy(buf, raw.data(), bytes);
-  }
+  for (std::size_t i = 0; i < half.size(); ++i) reinterpret_cast<float*>(buf)[i] = bf16_to_float(half[i]);
   nb::capsule owner(buf, [](void* p) noexcept { delete[] static_cast<uint8_t*>(p); });
   std::vector<size_t> shape(a.ndim());
   for (size_t i = 0; i < a.ndim(); ++i) shape[i] = a.shape(i);
-  nb::dlpack::dtype ndt = a.dtype();
-  if (dt == DType::BF16) ndt = nb::dtype<float>();
+  nb::dlpack::dtype ndt = widen ? nb::dtype<float>() : a.dtype();
   nb::ndarray<nb::numpy> arr(buf, shape.size(), shape.data(), owner, nullptr, ndt);
   return nb::cast(arr, nb::rv_policy::reference);
 }

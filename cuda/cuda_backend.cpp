@@ -328,6 +328,14 @@ void CudaBackend::sample(const ops::SampleParams& p) {
   if (p.rows == 0) return;
   require(p.rows > 0 && p.rows <= 0x7fffffff && p.vocab > 0 && p.vocab < 0x7ffffff0, "sample", "bad sizes");
   require(p.logits && p.out && p.seqs && p.steps, "sample", "null pointer");
+  if (p.temperature <= 0.f || p.top_k == 1) {  // greedy settings
+    ops::ArgmaxParams a;
+    a.logits = p.logits;
+    a.rows = p.rows;
+    a.vocab = p.vocab;
+    a.out = p.out;
+    return argmax(a);
+  }
   require(p.temperature > 0.f && p.top_p > 0.f && p.top_p <= 1.f && p.top_k >= 0, "sample",
           "temperature must be > 0, top_p in (0, 1], top_k >= 0");
   ensure_device();

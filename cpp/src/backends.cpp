@@ -11,6 +11,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <vector>
 
@@ -132,6 +133,15 @@ std::shared_ptr<Backend> backend_for(const Device& device) {
   // Each CUDA backend owns a stream, a cuBLASLt handle and a workspace, so
   // every caller (a Model's loader, each Session) gets its own.
   return make_cuda_backend(device.index);
+}
+
+std::shared_ptr<Backend> shared_backend(const Device& device) {
+  static std::mutex mu;
+  static auto* cache = new std::map<std::pair<int, int>, std::shared_ptr<Backend>>();  // never torn down at exit
+  std::lock_guard<std::mutex> lock(mu);
+  auto& slot = (*cache)[{int(device.kind), device.index}];
+  if (!slot) slot = backend_for(device);
+  return slot;
 }
 
 }  // namespace based_core

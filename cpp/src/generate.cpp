@@ -37,21 +37,15 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
   float* logits = lazy_buffer(gen_logits_, std::size_t(options_.max_slots) * std::size_t(V));
   std::vector<int32_t> picked(static_cast<std::size_t>(P)), steps(static_cast<std::size_t>(P));
 
-  // Picks the tokens of n rows of `logits` on the device: argmax, or a draw
-  // seeded by (seed, sequence, step) -- the same draw the host Sampler makes.
-  auto pick = [&](int64_t n, const int32_t* seqs_host, bool logits_done_by_graph) {
+  // Picks the tokens of n rows of `logits` on the device: argmax (already done
+  // inside the decode graph when `argmax_done`), or a draw seeded by (seed,
+  // sequence, step) -- the same draw the host Sampler makes. slot_ids_ must hold
+  // the rows' sequence indices (sequence i lives in slot i).
+  auto pick = [&](int64_t n, const int32_t* seqs_host, bool argmax_done) {
     if (greedy) {
-      if (!logits_done_by_graph) {
-        ops::ArgmaxParams a;
-        a.logits = logits;
-        a.rows = n;
-        a.vocab = V;
-        a.out = argmax_out_;
-        be_->argmax(a);
-      }
+      if (!argmax_done) argmax_rows(logits, n, V);
     } else {
       for (int64_t i = 0; i < n; ++i) steps[std::size_t(i)] = int32_t(out[std::size_t(seqs_host[i])].size());
-      be_->copy(slot_ids_, seqs_host, std::size_t(n) * 4, CopyKind::HostToDevice);
       be_->copy(steps_, steps.data(), std::size_t(n) * 4, CopyKind::HostToDevice);
       ops::SampleParams sp;
       sp.logits = logits;
@@ -61,7 +55,7 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
       sp.top_k = options.sampling.top_k;
       sp.top_p = options.sampling.top_p;
       sp.seed = options.sampling.seed;
-      sp.seqs = slot_ids_;  // sequence i lives in slot i
+      sp.seqs = slot_ids_;
       sp.steps = steps_;
       sp.out = argmax_out_;
       be_->sample(sp);
@@ -83,6 +77,7 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
     const auto& pr = prompts[std::size_t(i)];
     prefill_into(int(i), pr.data(), int64_t(pr.size()), LogitsMode::Last, logits, V);
     const int32_t seq = int32_t(i);
+    if (!greedy) be_->copy(slot_ids_, &seq, 4, CopyKind::HostToDevice);
     pick(1, &seq, false);
     accept(int(i), picked[0]);
   }

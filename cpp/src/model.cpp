@@ -101,11 +101,19 @@ Model::~Model() {
   for (void* p : buffers_) backend_->deallocate(p);
 }
 
-void* Model::upload(const HostTensorView& t, const std::string& name) {
-  (void)name;
-  std::size_t n = t.nbytes / dtype_size(t.dtype);
-  std::vector<uint8_t> staging(n * dtype_size(weight_dtype_));
-  convert_values(t.data, t.dtype, n, dtype_, weight_dtype_, staging.data());
+// Converts the parts to the weight dtype, stacked along rows into one buffer
+// (LA's q|k|v projections become one GEMM), and copies that to the device.
+void* Model::upload(const std::vector<const HostTensorView*>& parts) {
+  const std::size_t out_size = dtype_size(weight_dtype_);
+  std::size_t total = 0;
+  for (const auto* t : parts) total += t->nbytes / dtype_size(t->dtype);
+  std::vector<uint8_t> staging(total * out_size);
+  std::size_t off = 0;
+  for (const auto* t : parts) {
+    const std::size_t n = t->nbytes / dtype_size(t->dtype);
+    convert_values(t->data, t->dtype, n, dtype_, weight_dtype_, staging.data() + off * out_size);
+    off += n;
+  }
   void* p = backend_->allocate(staging.size() ? staging.size() : 1);
   buffers_.push_back(p);
   backend_->copy(p, staging.data(), staging.size(), CopyKind::HostToDevice);
@@ -163,20 +171,19 @@ std::shared_ptr<Model> Model::from_weights(const ModelConfig& config_in,
   struct Item {
     std::vector<const HostTensorView*> parts;  // stacked along rows when several
     const void** slot;
-    std::string name;
   };
   std::vector<Item> items;
   m->layers_.resize(std::size_t(c.n_layer));
   const void* emb = nullptr;
   const void* lnf = nullptr;
-  items.push_back({{&idx.take(tied, {c.vocab_padded, d})}, &emb, tied});
-  items.push_back({{&idx.take("transformer.ln_f.weight", {d})}, &lnf, "transformer.ln_f.weight"});
+  items.push_back({{&idx.take(tied, {c.vocab_padded, d})}, &emb});
+  items.push_back({{&idx.take("transformer.ln_f.weight", {d})}, &lnf});
   for (int64_t i = 0; i < c.n_layer; ++i) {
     LayerWeights& L = m->layers_[std::size_t(i)];
     L.kind = c.layers[std::size_t(i)];
     std::string pre = "transformer.layers." + std::to_string(i) + ".";
     auto add = [&](const void** slot, const std::string& name, std::vector<int64_t> shape) {
-      items.push_back({{&idx.take(pre + name, shape)}, slot, pre + name});
+      items.push_back({{&idx.take(pre + name, shape)}, slot});
     };
     add(&L.norm1, "norm1.weight", {d});
     add(&L.norm2, "norm2.weight", {d});
@@ -195,7 +202,7 @@ std::shared_ptr<Model> Model::from_weights(const ModelConfig& config_in,
       const int64_t qk = c.la_heads * c.la_feature_dim;
       items.push_back({{&idx.take(pre + "mixer.proj_q.weight", {qk, d}), &idx.take(pre + "mixer.proj_k.weight", {qk, d}),
                         &idx.take(pre + "mixer.proj_v.weight", {d, d})},
-                       &L.mix_in, pre + "mixer.proj_q|k|v"});
+                       &L.mix_in});
       add(&L.mix_out, "mixer.out_proj.weight", {d, d});
       L.mix_in_rows = 2 * qk + d;
       L.mix_out_cols = d;
@@ -212,26 +219,7 @@ std::shared_ptr<Model> Model::from_weights(const ModelConfig& config_in,
   for (const Item& it : items)
     for (const auto* p : it.parts) total += p->nbytes;
   for (const Item& it : items) {
-    if (it.parts.size() == 1) {
-      *it.slot = m->upload(*it.parts[0], it.name);
-    } else {
-      // Stack the parts along rows (LA's q|k|v projections become one GEMM).
-      HostTensorView stacked;
-      std::vector<uint8_t> buf;
-      int64_t rows = 0;
-      for (const auto* p : it.parts) {
-        std::size_t n = p->nbytes / dtype_size(p->dtype);
-        std::size_t off = buf.size();
-        buf.resize(off + n * 4);
-        convert_values(p->data, p->dtype, n, DType::F32, DType::F32, buf.data() + off);
-        rows += p->shape[0];
-      }
-      stacked.dtype = DType::F32;
-      stacked.shape = {rows, it.parts[0]->shape[1]};
-      stacked.data = buf.data();
-      stacked.nbytes = buf.size();
-      *it.slot = m->upload(stacked, it.name);
-    }
+    *it.slot = m->upload(it.parts);
     for (const auto* p : it.parts) done += p->nbytes;
     if (options.progress) options.progress(done, total);
   }

@@ -158,6 +158,15 @@ float* Session::lazy_buffer(float*& p, std::size_t floats) {
   return p;
 }
 
+void Session::argmax_rows(const float* logits, int64_t n, int64_t cols) {
+  ops::ArgmaxParams a;
+  a.logits = logits;
+  a.rows = n;
+  a.vocab = cols;
+  a.out = argmax_out_;
+  be_->argmax(a);
+}
+
 void Session::decode_step(int64_t n, StepOut what) {
   const ModelConfig& c = model_->config();
   const std::size_t slots = std::size_t(options_.max_slots);
@@ -167,14 +176,7 @@ void Session::decode_step(int64_t n, StepOut what) {
   auto body = [this, n, out, cols, what]() {
     forward(n, true, 0, 0);
     logits_device_rows(n, iota_, out, cols);
-    if (what == StepOut::GenArgmax) {
-      ops::ArgmaxParams a;
-      a.logits = out;
-      a.rows = n;
-      a.vocab = cols;
-      a.out = argmax_out_;
-      be_->argmax(a);
-    }
+    if (what == StepOut::GenArgmax) argmax_rows(out, n, cols);
   };
   if (!options_.use_graphs) return body();
   const int64_t key = n * 3 + int64_t(what);

@@ -41,6 +41,11 @@ std::shared_ptr<Backend> make_cuda_backend(int index = 0);
 /// owns a stream and a workspace. Thread-safe; throws as make_cuda_backend.
 std::shared_ptr<Backend> backend_for(const Device& device);
 
+/// One long-lived backend per device, for standalone work that needs no
+/// state of its own (single ops, copies of result tensors). Sessions use
+/// backend_for() instead. Thread-safe; throws as backend_for.
+std::shared_ptr<Backend> shared_backend(const Device& device);
+
 /// True when a CUDA backend can be created (library loadable and a GPU
 /// present). Never throws; thread-safe. The first call may load the library.
 bool cuda_available();

@@ -113,7 +113,7 @@ class Model {
 
  private:
   Model() = default;
-  void* upload(const HostTensorView& t, const std::string& name);
+  void* upload(const std::vector<const HostTensorView*>& parts);
 
   ModelConfig config_;
   DType dtype_ = DType::BF16, weight_dtype_ = DType::BF16, act_dtype_ = DType::BF16;

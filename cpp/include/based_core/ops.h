@@ -215,6 +215,7 @@ struct ArgmaxParams {
 /// tokens whose mass reaches top_p (ties at a threshold are all kept). The draw is
 /// u = sample_uniform(seed, seqs[i], steps[i]) times the kept mass, walking the kept tokens
 /// in ascending id order; the same on every backend up to float rounding of exp and sums.
+/// Greedy settings (temperature <= 0 or top_k == 1) give the argmax (ArgmaxParams).
 struct SampleParams {
   const float* logits = nullptr;  // [rows, vocab] fp32
   int64_t rows = 0, vocab = 0;

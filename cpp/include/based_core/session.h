@@ -177,6 +177,8 @@ class Session {
   enum class StepOut { Logits = 0, GenLogits = 1, GenArgmax = 2 };
   void decode_step(int64_t n, StepOut what);
   float* lazy_buffer(float*& p, std::size_t floats);
+  // Greedy tokens of n rows of `logits` (cols columns each) into argmax_out_.
+  void argmax_rows(const float* logits, int64_t n, int64_t cols);
 
   std::shared_ptr<const Model> model_;
   std::shared_ptr<Backend> be_;
