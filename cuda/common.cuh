@@ -7,7 +7,9 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <utility>
 
 #include "based_core/dtype.h"
 
@@ -76,6 +78,54 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   }
   __syncthreads();
   return scratch[32];
+}
+
+// ---- programmatic dependent launch (PDL, sm_90+) ----
+// A decode step is a chain of short weight-streaming kernels; with PDL the next kernel's CTAs
+// start while the previous one drains and prefetch their weights, hiding the ramp-up and
+// tail of every kernel boundary. A kernel launched with launch_pdl() must call pdl_wait()
+// before it reads or writes anything an earlier kernel touches; pdl_trigger() lets the next
+// PDL kernel launch early (it still waits for this one to finish in its own pdl_wait()).
+// Both are no-ops without PDL and on older GPUs.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/// Pulls the cache lines of [p, p + bytes) into L2 (read-only data such as weights, which may
+/// be fetched before pdl_wait()).
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
+/// True when the current device supports PDL (compute capability >= 9.0); cached per device.
+bool pdl_supported();
+
+/// kernel<<<grid, block, smem, stream>>>(args...) with programmatic stream serialization when
+/// the device supports it (see pdl_wait), a plain launch otherwise.
+template <class... KArgs, class... Args>
+cudaError_t launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t stream,
+                       Args&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  if (pdl_supported()) {
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
 }
 
 // ---- host helpers ----

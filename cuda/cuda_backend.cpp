@@ -2,6 +2,7 @@
 #include "cuda_backend.h"
 
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <mutex>
 #include <shared_mutex>
@@ -222,8 +223,13 @@ void CudaBackend::gemm(const ops::GemmParams& p) {
           "ldx must be >= k and ldy >= n, got ldx " + num(p.ldx) + ", ldy " + num(p.ldy));
   require(p.x && p.w && p.y, "gemm", "null pointer");
   ensure_device();
-  // Decode steps of a few rows are weight-bandwidth bound: a GEMV streams W once.
-  if (gemv_applies(p)) return check_launch(launch_gemv(p, stream_), "gemm (gemv)");
+  // A batch-1 decode step is weight-bandwidth bound: the GEMV streams W once and beats
+  // cuBLASLt there; from two rows on cuBLASLt is as fast or faster (bench/gemm_decode.py).
+  // BASED_CORE_GEMM=cublaslt|gemv forces a path (for those comparisons).
+  const char* force = std::getenv("BASED_CORE_GEMM");
+  const std::string path = force ? force : "";
+  const bool use_gemv = path == "gemv" || (path != "cublaslt" && p.m == 1);
+  if (use_gemv && gemv_applies(p)) return check_launch(launch_gemv(p, stream_), "gemm (gemv)");
   gemm_->run(p);
 }
 

@@ -32,6 +32,8 @@ __global__ void rmsnorm_kernel(const float* __restrict__ x, const int32_t* __res
                                const T* __restrict__ weight, T* __restrict__ y, int64_t dim,
                                float eps) {
   __shared__ float scratch[33];
+  pdl_trigger();
+  pdl_wait();
   const int64_t i = blockIdx.x;
   const int64_t r = rows ? int64_t(rows[i]) : i;
   const float* src = x + r * dim;
@@ -121,13 +123,9 @@ cudaError_t launch_rmsnorm(const ops::RmsNormParams& p, cudaStream_t stream) {
     int vec = pick_vec<T>({p.dim}, {p.weight, p.y});
     if (vec > 4) vec = 4;
     const dim3 grid(unsigned(p.n_rows));
-    if (vec == 4)
-      rmsnorm_kernel<T, 4><<<grid, kThreads, 0, stream>>>(p.x, p.rows, w, y, p.dim, p.eps);
-    else if (vec == 2)
-      rmsnorm_kernel<T, 2><<<grid, kThreads, 0, stream>>>(p.x, p.rows, w, y, p.dim, p.eps);
-    else
-      rmsnorm_kernel<T, 1><<<grid, kThreads, 0, stream>>>(p.x, p.rows, w, y, p.dim, p.eps);
-    return cudaGetLastError();
+    if (vec == 4) return launch_pdl(rmsnorm_kernel<T, 4>, grid, kThreads, 0, stream, p.x, p.rows, w, y, p.dim, p.eps);
+    if (vec == 2) return launch_pdl(rmsnorm_kernel<T, 2>, grid, kThreads, 0, stream, p.x, p.rows, w, y, p.dim, p.eps);
+    return launch_pdl(rmsnorm_kernel<T, 1>, grid, kThreads, 0, stream, p.x, p.rows, w, y, p.dim, p.eps);
   });
 }
 

@@ -1,7 +1,9 @@
-// gemv.cu: the weight GEMMs of small decode batches (m <= 8 rows), where
-// cuBLASLt's split-K kernels read the weights at ~65% of HBM bandwidth
-// (bench/PROFILE_decode.md). One warp per output column streams that row of W
-// once with 16-byte loads and keeps all m dot products in registers.
+// gemv.cu: the weight GEMMs of batch-1 decode steps (the backend routes m == 1 here;
+// the kernel takes up to 8 rows), where cuBLASLt's split-K kernels plus reduce are
+// slower (bench/gemm_decode.py). One warp per output column streams that row of W
+// once with 16-byte loads and keeps all m dot products in registers. Launched with
+// PDL: a CTA prefetches its weight row into L2 before waiting for the kernel that
+// produces X.
 #include <cstdint>
 
 #include "common.cuh"
@@ -21,8 +23,14 @@ template <class T, class TO, int M>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(ops::GemmParams p) {
   const int lane = threadIdx.x & 31;
   const int64_t n = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  pdl_trigger();
+  const T* w = static_cast<const T*>(p.w) + (n < p.n ? n : 0) * p.k;
+  // The weights are constant: start fetching this warp's row before the previous kernel ends.
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+    if (int64_t(lane + 32 * j) * kVec < p.k) prefetch_l2(w + int64_t(lane + 32 * j) * kVec);
+  pdl_wait();
   if (n >= p.n) return;
-  const T* w = static_cast<const T*>(p.w) + n * p.k;
   const T* x = static_cast<const T*>(p.x);
   float acc[M];
 #pragma unroll
@@ -58,13 +66,12 @@ cudaError_t launch_rows(const ops::GemmParams& p, cudaStream_t stream) {
   const unsigned grid = ceil_div(p.n, kWarps);
   switch (p.m) {
 #define BC_GEMV_CASE(M) \
-  case M: gemv_kernel<T, TO, M><<<grid, kWarps * 32, 0, stream>>>(p); break;
+  case M: return launch_pdl(gemv_kernel<T, TO, M>, grid, kWarps * 32, 0, stream, p);
     BC_GEMV_CASE(1) BC_GEMV_CASE(2) BC_GEMV_CASE(3) BC_GEMV_CASE(4)
     BC_GEMV_CASE(5) BC_GEMV_CASE(6) BC_GEMV_CASE(7) BC_GEMV_CASE(8)
 #undef BC_GEMV_CASE
     default: return cudaErrorInvalidValue;
   }
-  return cudaGetLastError();
 }
 
 }  // namespace

@@ -27,7 +27,7 @@ cudaError_t launch_add_bias_f32(float* y, int64_t ldy, const void* bias, DType b
 
 // argmax.cu
 cudaError_t launch_argmax(const ops::ArgmaxParams& p, cudaStream_t stream);
-// gemv.cu: small-m weight GEMMs (decode batches of <= 8 rows, 16-bit inputs)
+// gemv.cu: one-row weight GEMMs (batch-1 decode steps, 16-bit inputs)
 bool gemv_applies(const ops::GemmParams& p);
 cudaError_t launch_gemv(const ops::GemmParams& p, cudaStream_t stream);
 // sampling.cu

@@ -38,6 +38,7 @@ __global__ void __launch_bounds__(kThreads, 2) la_decode_kernel(LaDecodeArgs a) 
   __shared__ float qf[kMaxFeatureDim], kf[kMaxFeatureDim];
   __shared__ float phq[kMaxD], phk[kMaxD];
   __shared__ float vs[kMaxHeadDim];
+  pdl_trigger();  // the out_proj GEMM may launch early (it waits for this kernel)
   __shared__ __align__(16) float red[kThreads * 4];
   __shared__ float scratch[33];
 

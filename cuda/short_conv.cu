@@ -51,6 +51,7 @@ template <class T>
 __global__ void conv_decode_kernel(const T* __restrict__ u, int64_t ld_u, const T* __restrict__ w,
                                    T* __restrict__ y, int64_t ld_y, int64_t C,
                                    const int32_t* __restrict__ slots, float* __restrict__ tail) {
+  pdl_trigger();  // the out_proj GEMM may launch early (it waits for this kernel)
   const int64_t c = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
   if (c >= C) return;
   const int64_t i = blockIdx.x;

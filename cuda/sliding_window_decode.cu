@@ -38,6 +38,7 @@ __global__ void __launch_bounds__(kThreads) swa_decode_kernel(SwaDecodeArgs a) {
   extern __shared__ __align__(16) float smem[];
   __shared__ __align__(16) float red[kRedFloats];
   __shared__ float scratch[33];
+  pdl_trigger();  // the out_proj GEMM may launch early (it waits for this kernel)
   const int hd = a.hd, H = a.heads, half = a.rd >> 1;
   float* qs = smem;       // [hd] rotated q * scale * log2(e)
   float* sc = smem + hd;  // [window + 1] scores, then probabilities
