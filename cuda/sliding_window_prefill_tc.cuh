@@ -1,23 +1,27 @@
 // sliding_window_prefill_tc.cuh: the tensor-core sliding-window prefill (bf16 / fp16, head
-// dims 64, 112, 128), flash-attention-2 style with mma.sync m16n8k16. Included by
-// sliding_window_prefill.cu, which keeps the CUDA-core kernel for fp32 and the odd shapes.
+// dims 64, 112, 128, RoPE over the whole head), flash-attention-2 style with mma.sync
+// m16n8k16. Included by sliding_window_prefill.cu, which keeps the CUDA-core kernel for fp32
+// and the other shapes.
 //
-// One CTA (4 warps) per (64-query tile, head); warp w owns tile rows 16w..16w+15. Key rows
-// are indexed relative to kbeg = p0 - W (p0: position of the tile's first query), so the
+// One CTA of NW warps per (16*NW-query tile, head); warp w owns tile rows 16w..16w+15. Key
+// rows are indexed relative to kbeg = p0 - W (p0: position of the tile's first query), so the
 // band of tile row r is the relative rows [r, r + W] and warp w needs the 16-row chunks
 // w .. w + (W+15)/16: always chunk-aligned, whatever W is. The chunks of all warps cover the
-// relative rows [0, 16 * ((W+15)/16 + 4)), loaded into shared memory in stages of at most
+// relative rows [0, 16 * ((W+15)/16 + NW)), loaded into shared memory in stages of at most
 // `stage_chunks` chunks (one stage for W <= 128 at every head dim here):
 //   - K and V rows by cp.async (zero-filled outside the keys of the tile): rows of earlier
-//     calls come from the ring (post-RoPE already), rows of this call from qkv;
-//   - the qkv K rows are then rotated in place (fp32, rounded to T, as the ring stores them).
+//     calls come from the ring (post-RoPE already), rows of this call from qkv, each thread
+//     walking one 16-byte column with a fixed row step;
+//   - the qkv K rows are then rotated in place (fp32, rounded to T, as the ring stores them),
+//     8 consecutive rows of one chunk pair per 8 lanes (conflict-free 16-byte accesses).
 // Q goes straight from global memory into the warp's mma A fragments: a lane holds the
 // columns == 2t, 2t+1 (mod 8) of its two rows, so both halves of every rotate-half pair are
 // in the same lane; q is rotated in fp32, multiplied by scale*log2(e), rounded to T.
-// Scores S = Q K^T per 16-key chunk (2 n8 tiles), masked only on the band-edge chunks,
-// online softmax in fp32 (log2 domain) over groups of up to kGroup chunks, P rounded to T
-// and fed to P V from the S accumulators (the FA2 register layout identity), V B fragments
-// by ldmatrix.trans. Shared rows are swizzled (hd 64/128: 16-byte chunk c of row r stored at
+// A warp walks its chunks in groups of up to 3 (sizes balanced, each size a separate
+// unrolled body so the mma chains interleave): S = Q K^T (2 n8 tiles per chunk), masked only
+// on band-edge chunks, online softmax in fp32 (log2 domain), P rounded to T and fed to P V
+// from the S accumulators (the FA2 register layout identity), V B fragments by
+// ldmatrix.trans. Shared rows are swizzled (hd 64/128: 16-byte chunk c of row r stored at
 // c ^ (r & 7)) or padded (hd 112: 120-element rows), so ldmatrix is conflict-free.
 //
 // RoPE angles are formed exactly as SPEC 2.2 says (fp32 pos * inv_freq); inside this kernel
@@ -37,10 +41,6 @@ namespace based_core {
 namespace cuda {
 namespace swatc {
 
-constexpr int kBQ = 64;        // queries per CTA
-constexpr int kThreads = 128;  // 4 warps x 16 query rows
-constexpr int kGroup = 4;      // 16-key chunks per online-softmax step
-
 /// Shared-memory row layout of K and V tiles of head dim HD (elements of 2 bytes).
 template <int HD> struct Layout {
   static constexpr int kChunks = HD / 8;              // 16-byte chunks per row
@@ -54,8 +54,10 @@ template <int HD> struct Layout {
 
 /// Shared-memory bytes of a stage of `chunks` 16-row chunks (K and V).
 template <int HD> constexpr int stage_bytes(int chunks) { return 2 * chunks * 16 * Layout<HD>::kLd * 2; }
-/// Most chunks per stage: ~96 KB of K and V (12 chunks = 192 rows for hd 112/128, 24 for hd 64).
-template <int HD> constexpr int max_stage_chunks() { return (96 * 1024) / stage_bytes<HD>(1); }
+/// Most chunks per stage: K and V in ~96 KB (4 warps) or ~200 KB (8 warps).
+template <int HD, int NW> constexpr int max_stage_chunks() {
+  return ((NW > 4 ? 200 : 96) * 1024) / stage_bytes<HD>(1);
+}
 
 struct Args {
   const void* qkv;
@@ -65,7 +67,7 @@ struct Args {
   int64_t n_tokens, start_pos;
   void* ring_k;
   void* ring_v;
-  int heads, rd, window, ring;
+  int heads, window, ring;
   float base, scale_log2;
   int n_tiles;        // query tiles per head
   int stage_chunks;   // 16-row K/V chunks in shared memory at once
@@ -151,41 +153,133 @@ __device__ __forceinline__ float ex2(float x) {
   return y;
 }
 
-/// Rotates one Q row's lane columns 8m + 2 t4 + {0, 1} (x[m][e], m < KC) in place: the
-/// pairs (m, m + HP) for m < HP (HP = rotary_dim / 16).
-template <int HP, int KC>
-__device__ __forceinline__ void rope_q_frag(float (&x)[KC][2], float pos, const float* invf, int t4) {
-  if constexpr (2 * HP <= KC) {
+/// Two rotate-half pairs (low halves in a, high halves in b, as packed T pairs) rotated at
+/// pos by the angles pos * f0 and pos * f1, rounded back to T.
+template <class T>
+__device__ __forceinline__ void rope2(uint32_t a, uint32_t b, float pos, float f0, float f1, uint32_t& ra,
+                                      uint32_t& rb) {
+  const float2 xa = unpack2<T>(a), xb = unpack2<T>(b);
+  float s0, c0, s1, c1;
+  fast_sincos(__fmul_rn(pos, f0), s0, c0);
+  fast_sincos(__fmul_rn(pos, f1), s1, c1);
+  ra = pack2<T>(xa.x * c0 - xb.x * s0, xa.y * c1 - xb.y * s1);
+  rb = pack2<T>(xb.x * c0 + xa.x * s0, xb.y * c1 + xa.y * s1);
+}
+
+/// Per-warp state of the online softmax: rows r0 (elements 0, 1) and r0 + 8 (2, 3).
+template <int HD> struct WarpAcc {
+  float o[HD / 8][4];
+  float m[2], l[2];
+};
+
+/// One group of N 16-key chunks (shared rows rb.., relative key rows jc..) for the warp's 16
+/// query rows (tile rows wr..wr+15; this lane's r0 and r0 + 8): S = Q K^T, band mask,
+/// online softmax, O += P V.
+template <class T, int HD, int N>
+__device__ __forceinline__ void attend_group(const T* Ks, const T* Vs, int rb, int jc, const uint32_t (&qa)[HD / 16][4],
+                                             WarpAcc<HD>& acc, int lane, int wr, int r0, int W, int clip) {
+  using L = Layout<HD>;
+  constexpr int kK = HD / 16;
+  const int t4 = lane & 3;
+  float s[N][2][4];
 #pragma unroll
-    for (int m = 0; m < HP; ++m)
+  for (int i = 0; i < N; ++i)
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        float s, c;
-        fast_sincos(__fmul_rn(pos, invf[8 * m + 2 * t4 + e]), s, c);
-        const float lo = x[m][e], hi = x[m + HP][e];
-        x[m][e] = lo * c - hi * s;
-        x[m + HP][e] = hi * c + lo * s;
-      }
+    for (int nt = 0; nt < 2; ++nt) s[i][nt][0] = s[i][nt][1] = s[i][nt][2] = s[i][nt][3] = 0.f;
+  const int krow = ((lane >> 4) << 3) + (lane & 7), kcol = (lane >> 3) & 1;
+#pragma unroll
+  for (int kk = 0; kk < kK; ++kk) {
+    uint32_t b[N][4];
+#pragma unroll
+    for (int i = 0; i < N; ++i) ldsm4(Ks + L::off(rb + 16 * i + krow, 2 * kk + kcol), b[i]);
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      mma<T>(s[i][0], qa[kk], b[i][0], b[i][1]);
+      mma<T>(s[i][1], qa[kk], b[i][2], b[i][3]);
+    }
+  }
+  // band edges: relative key jr allowed for tile row r iff max(r, clip) <= jr <= r + W
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const int j0 = jc + 16 * i;
+    if (!(j0 >= wr + 15 && j0 >= clip && j0 + 15 <= wr + W)) {
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int r = r0 + ((e >> 1) << 3), jr = j0 + nt * 8 + 2 * t4 + (e & 1);
+          if (jr < r || jr < clip || jr > r + W) s[i][nt][e] = -INFINITY;
+        }
+    }
+  }
+  float mx[2] = {acc.m[0], acc.m[1]};
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      mx[0] = fmaxf(mx[0], fmaxf(s[i][nt][0], s[i][nt][1]));
+      mx[1] = fmaxf(mx[1], fmaxf(s[i][nt][2], s[i][nt][3]));
+    }
+  float mu[2], corr[2];
+#pragma unroll
+  for (int rh = 0; rh < 2; ++rh) {
+    mx[rh] = fmaxf(mx[rh], __shfl_xor_sync(0xffffffffu, mx[rh], 1));
+    mx[rh] = fmaxf(mx[rh], __shfl_xor_sync(0xffffffffu, mx[rh], 2));
+    mu[rh] = mx[rh] == -INFINITY ? 0.f : mx[rh];
+    corr[rh] = ex2(acc.m[rh] - mu[rh]);
+    acc.m[rh] = mx[rh];
+    acc.l[rh] *= corr[rh];
+  }
+#pragma unroll
+  for (int nn = 0; nn < 2 * kK; ++nn) {
+    acc.o[nn][0] *= corr[0], acc.o[nn][1] *= corr[0];
+    acc.o[nn][2] *= corr[1], acc.o[nn][3] *= corr[1];
+  }
+  uint32_t pa[N][4];
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      const float e0 = ex2(s[i][nt][0] - mu[0]), e1 = ex2(s[i][nt][1] - mu[0]);
+      const float e2 = ex2(s[i][nt][2] - mu[1]), e3 = ex2(s[i][nt][3] - mu[1]);
+      acc.l[0] += e0 + e1;
+      acc.l[1] += e2 + e3;
+      pa[i][2 * nt] = pack2<T>(e0, e1);
+      pa[i][2 * nt + 1] = pack2<T>(e2, e3);
+    }
+  const int vrow = (((lane >> 3) & 1) << 3) + (lane & 7), vcol = lane >> 4;
+#pragma unroll
+  for (int dd = 0; dd < kK; ++dd) {
+    uint32_t b[N][4];
+#pragma unroll
+    for (int i = 0; i < N; ++i) ldsm4t(Vs + L::off(rb + 16 * i + vrow, 2 * dd + vcol), b[i]);
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      mma<T>(acc.o[2 * dd], pa[i], b[i][0], b[i][1]);
+      mma<T>(acc.o[2 * dd + 1], pa[i], b[i][2], b[i][3]);
+    }
   }
 }
 
-// computes: o_t = sum_{j=max(0,p-W)}^{p} softmax_j(q_p . k_j * scale) v_j for the (up to) 64
-// queries t of this CTA's tile and head (p = start_pos + t), q and k rotated at their
+// computes: o_t = sum_{j=max(0,p-W)}^{p} softmax_j(q_p . k_j * scale) v_j for the (up to)
+// 16*NW queries t of this CTA's tile and head (p = start_pos + t), q and k rotated at their
 // absolute positions (SPEC 2.2); with fuse_ring, also ring row (p % R) <- post-RoPE k_p, v_p
 // for this tile's tokens t >= ring_first_t.
-template <class T, int HD>
-__global__ void __launch_bounds__(kThreads, HD <= 64 ? 4 : 2) swa_prefill_tc_kernel(Args a) {
+template <class T, int HD, int NW>
+__global__ void __launch_bounds__(NW * 32, (HD <= 64 ? 16 : 8) / NW) swa_prefill_tc_kernel(Args a) {
   using L = Layout<HD>;
+  constexpr int kThreads = NW * 32, kBQ = NW * 16;
   constexpr int kC = L::kChunks;  // 16-byte chunks per row (8, 14, 16)
+  constexpr int kH = kC / 2;      // rotate-half pairs of chunks (m, m + kH)
   constexpr int kK = HD / 16;     // k16 steps over the head dim, n16 blocks of P V
+  constexpr int kCP = kC <= 8 ? 8 : 16, kRP = kThreads / kCP;  // load lanes per row, row step
+  static_assert(kRP % 8 == 0, "the swizzle of a load lane's rows must not change");
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  __shared__ float invf[HD / 2];
+  __shared__ __align__(16) float invf[HD / 2];
   T* Ks = reinterpret_cast<T*>(smem_raw);
   T* Vs = Ks + a.stage_chunks * 16 * L::kLd;
 
   const T* qkv = static_cast<const T*>(a.qkv);
-  const T* ring_k = static_cast<const T*>(a.ring_k);
-  const T* ring_v = static_cast<const T*>(a.ring_v);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int H = a.heads;
   // the last tiles (the ring writers) are scheduled first
@@ -199,36 +293,34 @@ __global__ void __launch_bounds__(kThreads, HD <= 64 ? 4 : 2) swa_prefill_tc_ker
   const int nkeys = W + nq;                          // relative rows [0, nkeys) are keys of the tile
   const int clip = kbeg < 0 ? int(-kbeg) : 0;        // relative rows < clip: positions < 0
   const int hist_end = a.start_pos > kbeg ? int(a.start_pos - kbeg) : 0;  // rows < this: ring
-  const int nch = (W + 15) / 16 + 4;                 // chunks of all warps
+  const int qlo = clip > hist_end ? clip : hist_end; // rows [qlo, nkeys): this call's qkv rows
+  const int nch = (W + 15) / 16 + NW;                // chunks of all warps
   const int wc = (W + 15) / 16 + 1;                  // chunks of one warp
-  const int half = a.rd >> 1, hp = half >> 3;        // rotate-half pairs, in 16-byte chunks
 
-  for (int i = tid; i < half; i += kThreads) invf[i] = rope_inv_freq(i, a.rd, a.base);
+  for (int i = tid; i < HD / 2; i += kThreads) invf[i] = rope_inv_freq(i, HD, a.base);
 
   const int64_t ld = a.ld_qkv;
   const int64_t koff = int64_t(H + h) * HD, voff = int64_t(2 * H + h) * HD;
-  // cp.async of relative rows [16 c0, 16 c1) into the stage buffers: K (group), then V (group)
+  // cp.async of relative rows [16 c0, 16 c1) into the stage buffers: K (one group), V (one)
+  const int lc = tid % kCP, lr = tid / kCP;
   auto issue_loads = [&](int c0, int c1) {
-    const int n = (c1 - c0) * 16 * kC;
 #pragma unroll 1
     for (int part = 0; part < 2; ++part) {
-      T* dst = part ? Vs : Ks;
-      const T* ring = part ? ring_v : ring_k;
-      const int64_t off = part ? voff : koff;
-      for (int idx = tid; idx < n; idx += kThreads) {
-        const int rr = idx / kC, c = idx - rr * kC;
-        const int jr = c0 * 16 + rr;
-        const bool valid = jr < nkeys && jr >= clip;
-        const T* src = qkv;
-        if (valid) {
-          if (jr < hist_end) {
-            const int64_t j = kbeg + jr;
-            src = ring + ((j % a.ring) * H + h) * int64_t(HD) + c * 8;
-          } else {
-            src = qkv + (kbeg + jr - a.start_pos) * ld + off + c * 8;
+      if (lc < kC) {
+        const T* ring = static_cast<const T*>(part ? a.ring_v : a.ring_k);
+        T* d = (part ? Vs : Ks) + L::off(lr, lc);
+        int jr = c0 * 16 + lr;
+        int64_t qi = (q0 - W + jr) * ld + (part ? voff : koff) + lc * 8;
+        for (; jr < c1 * 16; jr += kRP, d += kRP * L::kLd, qi += kRP * ld) {
+          const T* src = qkv;
+          bool valid = false;
+          if (jr >= qlo && jr < nkeys) {
+            src = qkv + qi, valid = true;
+          } else if (jr >= clip && jr < hist_end) {
+            src = ring + ((kbeg + jr) % a.ring * H + h) * int64_t(HD) + lc * 8, valid = true;
           }
+          cp_async16(d, src, valid);
         }
-        cp_async16(dst + L::off(rr, c), src, valid);
       }
       cp_async_commit();
     }
@@ -253,17 +345,17 @@ __global__ void __launch_bounds__(kThreads, HD <= 64 ? 4 : 2) swa_prefill_tc_ker
         x[rh][m][0] = f.x, x[rh][m][1] = f.y;
       }
       const float pos = float(p0 + r);
-      // the partner chunk index m + hp must be a constant for x to stay in registers
-      switch (hp) {
-        case 1: rope_q_frag<1>(x[rh], pos, invf, t4); break;
-        case 2: rope_q_frag<2>(x[rh], pos, invf, t4); break;
-        case 3: rope_q_frag<3>(x[rh], pos, invf, t4); break;
-        case 4: rope_q_frag<4>(x[rh], pos, invf, t4); break;
-        case 5: rope_q_frag<5>(x[rh], pos, invf, t4); break;
-        case 6: rope_q_frag<6>(x[rh], pos, invf, t4); break;
-        case 7: rope_q_frag<7>(x[rh], pos, invf, t4); break;
-        case 8: rope_q_frag<8>(x[rh], pos, invf, t4); break;
-        default: break;
+#pragma unroll
+      for (int m = 0; m < kH; ++m) {
+        const float2 f = *reinterpret_cast<const float2*>(invf + 8 * m + 2 * t4);
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float sn, cs;
+          fast_sincos(__fmul_rn(pos, e ? f.y : f.x), sn, cs);
+          const float lo = x[rh][m][e], hi = x[rh][m + kH][e];
+          x[rh][m][e] = lo * cs - hi * sn;
+          x[rh][m + kH][e] = hi * cs + lo * sn;
+        }
       }
     }
 #pragma unroll
@@ -275,12 +367,13 @@ __global__ void __launch_bounds__(kThreads, HD <= 64 ? 4 : 2) swa_prefill_tc_ker
       }
   }
 
-  float o[2 * kK][4];
+  WarpAcc<HD> acc;
 #pragma unroll
-  for (int n = 0; n < 2 * kK; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-  float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
-  const int r0 = warp * 16 + g;  // this lane's first tile row (the second is r0 + 8)
-  const bool active = warp * 16 < nq;
+  for (int n = 0; n < 2 * kK; ++n) acc.o[n][0] = acc.o[n][1] = acc.o[n][2] = acc.o[n][3] = 0.f;
+  acc.m[0] = acc.m[1] = -INFINITY;
+  acc.l[0] = acc.l[1] = 0.f;
+  const int wr = warp * 16, r0 = wr + g;  // this warp's first tile row, this lane's first row
+  const bool active = wr < nq;
   const int wc0 = warp > clip / 16 ? warp : clip / 16, wc1 = warp + wc;  // this warp's chunks
 
 #pragma unroll 1
@@ -292,115 +385,46 @@ __global__ void __launch_bounds__(kThreads, HD <= 64 ? 4 : 2) swa_prefill_tc_ker
     }
     cp_async_wait<1>();  // this thread's K copies have landed
     __syncthreads();
-    // rotate the K rows of this call (relative rows [max(hist_end, clip), nkeys)) in place
-    if (hp > 0) {
-      const int n = (s1 - s0) * 16 * (kC / 2);
+    {  // rotate this stage's qkv K rows in place: 8 lanes = 8 consecutive rows of one chunk pair
+      const int ra = (qlo > 16 * s0 ? qlo : 16 * s0) - 16 * s0;
+      const int rb = (nkeys < 16 * s1 ? nkeys : 16 * s1) - 16 * s0;
+      const int n = rb > ra ? ((rb - ra + 7) >> 3) * 8 * kH : 0;
       for (int idx = tid; idx < n; idx += kThreads) {
-        const int rr = idx / (kC / 2), m = idx - rr * (kC / 2);
-        const int jr = s0 * 16 + rr;
-        if (m >= hp || jr >= nkeys || jr < hist_end || jr < clip) continue;
+        const int g8 = idx >> 3, m = g8 % kH, rr = ra + (g8 / kH) * 8 + (idx & 7);
+        if (rr >= rb) continue;
+        const float pos = float(kbeg + 16 * s0 + rr);
         uint4* pa = reinterpret_cast<uint4*>(Ks + L::off(rr, m));
-        uint4* pb = reinterpret_cast<uint4*>(Ks + L::off(rr, m + hp));
-        uint4 ua = *pa, ub = *pb;
-        uint32_t* wa = reinterpret_cast<uint32_t*>(&ua);
-        uint32_t* wb = reinterpret_cast<uint32_t*>(&ub);
-        const float pos = float(kbeg + jr);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float2 xa = unpack2<T>(wa[e]), xb = unpack2<T>(wb[e]);
-          float s0s, c0s, s1s, c1s;
-          fast_sincos(__fmul_rn(pos, invf[8 * m + 2 * e]), s0s, c0s);
-          fast_sincos(__fmul_rn(pos, invf[8 * m + 2 * e + 1]), s1s, c1s);
-          wa[e] = pack2<T>(xa.x * c0s - xb.x * s0s, xa.y * c1s - xb.y * s1s);
-          wb[e] = pack2<T>(xb.x * c0s + xa.x * s0s, xb.y * c1s + xa.y * s1s);
-        }
-        *pa = ua;
-        *pb = ub;
+        uint4* pb = reinterpret_cast<uint4*>(Ks + L::off(rr, m + kH));
+        const uint4 ua = *pa, ub = *pb;
+        const float4 fa = *reinterpret_cast<const float4*>(invf + 8 * m);
+        const float4 fb = *reinterpret_cast<const float4*>(invf + 8 * m + 4);
+        uint4 va, vb;
+        rope2<T>(ua.x, ub.x, pos, fa.x, fa.y, va.x, vb.x);
+        rope2<T>(ua.y, ub.y, pos, fa.z, fa.w, va.y, vb.y);
+        rope2<T>(ua.z, ub.z, pos, fb.x, fb.y, va.z, vb.z);
+        rope2<T>(ua.w, ub.w, pos, fb.z, fb.w, va.w, vb.w);
+        *pa = va;
+        *pb = vb;
       }
     }
     cp_async_wait<0>();
     __syncthreads();
 
     const int ca = wc0 > s0 ? wc0 : s0, cb = wc1 < s1 ? wc1 : s1;
-    if (active) {
+    if (active && cb > ca) {
+      // groups of <= 3 chunks, sizes as equal as possible
+      const int len = cb - ca, ng = (len + 2) / 3, base = len / ng, extra = len - base * ng;
+      int c = ca;
 #pragma unroll 1
-      for (int c = ca; c < cb; c += kGroup) {
-        const int n = cb - c < kGroup ? cb - c : kGroup;
-        float s[kGroup][2][4];
-#pragma unroll
-        for (int i = 0; i < kGroup; ++i) {
-          if (i < n) {
-#pragma unroll
-            for (int nt = 0; nt < 2; ++nt) s[i][nt][0] = s[i][nt][1] = s[i][nt][2] = s[i][nt][3] = 0.f;
-            const int rb = (c + i - s0) * 16;
-#pragma unroll
-            for (int kk = 0; kk < kK; ++kk) {
-              uint32_t b[4];
-              ldsm4(Ks + L::off(rb + ((lane >> 4) << 3) + (lane & 7), 2 * kk + ((lane >> 3) & 1)), b);
-              mma<T>(s[i][0], qa[kk], b[0], b[1]);
-              mma<T>(s[i][1], qa[kk], b[2], b[3]);
-            }
-            // band edges: relative key jr allowed for tile row r iff max(r, clip) <= jr <= r + W
-            const int jc = (c + i) * 16;
-            if (!(jc >= warp * 16 + 15 && jc >= clip && jc + 15 <= warp * 16 + W)) {
-#pragma unroll
-              for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                  const int r = r0 + ((e >> 1) << 3), jr = jc + nt * 8 + 2 * t4 + (e & 1);
-                  if (jr < r || jr < clip || jr > r + W) s[i][nt][e] = -INFINITY;
-                }
-            }
-          }
+      for (int gi = 0; gi < ng; ++gi) {
+        const int n = base + (gi < extra ? 1 : 0);
+        const int rb = (c - s0) * 16, jc = c * 16;
+        switch (n) {
+          case 1: attend_group<T, HD, 1>(Ks, Vs, rb, jc, qa, acc, lane, wr, r0, W, clip); break;
+          case 2: attend_group<T, HD, 2>(Ks, Vs, rb, jc, qa, acc, lane, wr, r0, W, clip); break;
+          default: attend_group<T, HD, 3>(Ks, Vs, rb, jc, qa, acc, lane, wr, r0, W, clip); break;
         }
-        // online softmax over the group (rows r0: elements 0, 1; r0 + 8: elements 2, 3)
-        float mx[2] = {mrow[0], mrow[1]};
-#pragma unroll
-        for (int i = 0; i < kGroup; ++i)
-          if (i < n)
-#pragma unroll
-            for (int nt = 0; nt < 2; ++nt) {
-              mx[0] = fmaxf(mx[0], fmaxf(s[i][nt][0], s[i][nt][1]));
-              mx[1] = fmaxf(mx[1], fmaxf(s[i][nt][2], s[i][nt][3]));
-            }
-        float mu[2], corr[2];
-#pragma unroll
-        for (int rh = 0; rh < 2; ++rh) {
-          mx[rh] = fmaxf(mx[rh], __shfl_xor_sync(0xffffffffu, mx[rh], 1));
-          mx[rh] = fmaxf(mx[rh], __shfl_xor_sync(0xffffffffu, mx[rh], 2));
-          mu[rh] = mx[rh] == -INFINITY ? 0.f : mx[rh];
-          corr[rh] = ex2(mrow[rh] - mu[rh]);
-          mrow[rh] = mx[rh];
-          lrow[rh] *= corr[rh];
-        }
-#pragma unroll
-        for (int nn = 0; nn < 2 * kK; ++nn) {
-          o[nn][0] *= corr[0], o[nn][1] *= corr[0];
-          o[nn][2] *= corr[1], o[nn][3] *= corr[1];
-        }
-#pragma unroll
-        for (int i = 0; i < kGroup; ++i) {
-          if (i < n) {
-            uint32_t pa[4];
-#pragma unroll
-            for (int nt = 0; nt < 2; ++nt) {
-              const float e0 = ex2(s[i][nt][0] - mu[0]), e1 = ex2(s[i][nt][1] - mu[0]);
-              const float e2 = ex2(s[i][nt][2] - mu[1]), e3 = ex2(s[i][nt][3] - mu[1]);
-              lrow[0] += e0 + e1;
-              lrow[1] += e2 + e3;
-              pa[2 * nt] = pack2<T>(e0, e1);
-              pa[2 * nt + 1] = pack2<T>(e2, e3);
-            }
-            const int rb = (c + i - s0) * 16;
-#pragma unroll
-            for (int dd = 0; dd < kK; ++dd) {
-              uint32_t b[4];
-              ldsm4t(Vs + L::off(rb + (((lane >> 3) & 1) << 3) + (lane & 7), 2 * dd + (lane >> 4)), b);
-              mma<T>(o[2 * dd], pa, b[0], b[1]);
-              mma<T>(o[2 * dd + 1], pa, b[2], b[3]);
-            }
-          }
-        }
+        c += n;
       }
     }
   }
@@ -410,7 +434,7 @@ __global__ void __launch_bounds__(kThreads, HD <= 64 ? 4 : 2) swa_prefill_tc_ker
     T* out = static_cast<T*>(a.out);
 #pragma unroll
     for (int rh = 0; rh < 2; ++rh) {
-      float l = lrow[rh];
+      float l = acc.l[rh];
       l += __shfl_xor_sync(0xffffffffu, l, 1);
       l += __shfl_xor_sync(0xffffffffu, l, 2);
       const int r = r0 + rh * 8;
@@ -419,7 +443,7 @@ __global__ void __launch_bounds__(kThreads, HD <= 64 ? 4 : 2) swa_prefill_tc_ker
         T* dst = out + (q0 + r) * a.ld_out + int64_t(h) * HD + 2 * t4;
 #pragma unroll
         for (int nn = 0; nn < 2 * kK; ++nn)
-          *reinterpret_cast<uint32_t*>(dst + 8 * nn) = pack2<T>(o[nn][2 * rh] * inv, o[nn][2 * rh + 1] * inv);
+          *reinterpret_cast<uint32_t*>(dst + 8 * nn) = pack2<T>(acc.o[nn][2 * rh] * inv, acc.o[nn][2 * rh + 1] * inv);
       }
     }
   }
@@ -431,24 +455,18 @@ __global__ void __launch_bounds__(kThreads, HD <= 64 ? 4 : 2) swa_prefill_tc_ker
     if (nt > 0) {
       T* rk = static_cast<T*>(a.ring_k);
       T* rv = static_cast<T*>(a.ring_v);
-      const int npair = HD - half;  // rotate-half pairs, then the pass-through dims
-      for (int idx = tid; idx < nt * npair; idx += kThreads) {
-        const int tt = idx / npair, d = idx - tt * npair;
+      constexpr int kHalf = HD / 2;
+      for (int idx = tid; idx < nt * kHalf; idx += kThreads) {
+        const int tt = idx / kHalf, d = idx - tt * kHalf;
         const int64_t t = t_lo + tt, pos = a.start_pos + t;
         const T* row = qkv + t * ld;
         const int64_t base = ((pos % a.ring) * H + h) * int64_t(HD);
-        if (d < half) {
-          float lo, hi;
-          rope_pair_exact(row + koff, d, half, invf[d], pos, lo, hi);
-          rk[base + d] = from_f<T>(lo);
-          rk[base + d + half] = from_f<T>(hi);
-          rv[base + d] = row[voff + d];
-          rv[base + d + half] = row[voff + d + half];
-        } else {
-          const int dd = d + half;  // dims [rd, HD) pass through
-          rk[base + dd] = row[koff + dd];
-          rv[base + dd] = row[voff + dd];
-        }
+        float lo, hi;
+        rope_pair_exact(row + koff, d, kHalf, invf[d], pos, lo, hi);
+        rk[base + d] = from_f<T>(lo);
+        rk[base + d + kHalf] = from_f<T>(hi);
+        rv[base + d] = row[voff + d];
+        rv[base + d + kHalf] = row[voff + d + kHalf];
       }
     }
   }
