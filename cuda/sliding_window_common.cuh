@@ -32,6 +32,18 @@ __device__ __forceinline__ float rope_value(const T* x, int d, int rotary_dim, f
   return lo ? __fsub_rn(a, b) : __fadd_rn(a, b);
 }
 
+/// rope_value at dims i and i + rotary_dim/2 (i < half = rotary_dim/2), bit for bit the same
+/// values, with one sincosf for the pair.
+template <class T>
+__device__ __forceinline__ void rope_pair_exact(const T* x, int i, int half, float inv_freq, int64_t pos,
+                                                float& lo, float& hi) {
+  const float a = to_f(x[i]), b = to_f(x[i + half]);
+  float s, c;
+  sincosf(__fmul_rn(float(pos), inv_freq), &s, &c);
+  lo = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+  hi = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+}
+
 /// log2(e): scores are kept in the log2 domain so that softmax uses exp2f.
 constexpr float kLog2e = 1.4426950408889634f;
 

@@ -252,6 +252,40 @@ Tol ring_tol(DType t) {
 }
 }  // namespace
 
+namespace {
+/// One swa_prefill call of T tokens at start (history: random post-RoPE rows in the ring, the
+/// other ring rows random too) against the fp64 reference, output and ring after the call.
+void check_swa_prefill_case(Backend* be, std::mt19937& g, DType t, const SwaCfg& c, int T, int start) {
+  const int w = c.H * c.hd;
+  const std::string ctx = "swa_prefill " + dname(t) + " hd" + std::to_string(c.hd) + " rd" + std::to_string(c.rd) +
+                          " w" + std::to_string(c.window) + " R" + std::to_string(c.R) + " T" + std::to_string(T) +
+                          " start" + std::to_string(start);
+  KvHist kv{rnd(g, std::size_t(start) * w, 1.f, t), rnd(g, std::size_t(start) * w, 1.f, t)};
+  auto ring_k = rnd(g, std::size_t(c.R) * w, 1.f, t), ring_v = rnd(g, std::size_t(c.R) * w, 1.f, t);
+  for (int64_t j = std::max(0, start - c.R); j < start; ++j)
+    for (int e = 0; e < w; ++e) {
+      ring_k[(j % c.R) * w + e] = kv.k[j * w + e];
+      ring_v[(j % c.R) * w + e] = kv.v[j * w + e];
+    }
+  const auto qkv = rnd(g, std::size_t(T) * 3 * w, 1.f, t);
+  swa_push(c, qkv, T, start, t, kv);
+  std::vector<double> ref(std::size_t(T) * w);
+  for (int i = 0; i < T; ++i) swa_query(c, &qkv[std::size_t(i) * 3 * w], start + i, kv, &ref[std::size_t(i) * w]);
+  Buf rk = upload(be, ring_k, t), rv = upload(be, ring_v, t);
+  CHECK(close(run_swa_prefill(be, c, qkv, T, start, t, rk, rv), ref, tol_for(t), ctx + " out"));
+  for (int64_t j = std::max(0, start + T - c.R); j < start + T; ++j)
+    for (int e = 0; e < w; ++e) {
+      ring_k[(j % c.R) * w + e] = kv.k[j * w + e];
+      ring_v[(j % c.R) * w + e] = kv.v[j * w + e];
+    }
+  CHECK(close(download(be, rk, ring_k.size(), t), ring_k, ring_tol(t), ctx + " ring k"));
+  CHECK(close(download(be, rv, ring_v.size(), t), ring_v, {0, 0}, ctx + " ring v"));
+}
+}  // namespace
+
+// bf16/fp16 at hd 64/112/128 run the tensor-core kernel (hd 64 rd 32, hd 128 rd 64: partial
+// rotary); fp32 the CUDA-core one. Ring sizes R > W + 1 for T % 3 == 0. The ring is written by
+// the attention kernel itself when start == 0 or T + min(start, W) <= R, else by a second one.
 TEST_CASE("swa_prefill: banded softmax with RoPE, history from the ring, ring refilled") {
   NEED_GPU();
   std::mt19937 g(9);
@@ -259,35 +293,28 @@ TEST_CASE("swa_prefill: banded softmax with RoPE, history from the ring, ring re
     int hd, rd;
   };
   for (DType t : kDtypes)
-    for (Dims dm : {Dims{64, 64}, Dims{112, 112}, Dims{64, 32}})
+    for (Dims dm : {Dims{64, 64}, Dims{112, 112}, Dims{128, 128}, Dims{64, 32}, Dims{128, 64}})
       for (int window : {64, 128})
-        for (int T : kLengths)
+        for (int T : {1, 2, 3, 63, 64, 65, 300, 4100})
           for (int start : {0, 150}) {
+            if (T == 4100 && dm.rd != dm.hd) continue;
             const SwaCfg c{2, dm.hd, dm.rd, window, window + 1 + (T % 3 == 0 ? 6 : 0)};
-            const int w = c.H * c.hd;
-            const std::string ctx = "swa_prefill " + dname(t) + " hd" + std::to_string(c.hd) + " rd" +
-                                    std::to_string(c.rd) + " w" + std::to_string(window) + " R" +
-                                    std::to_string(c.R) + " T" + std::to_string(T) + " start" + std::to_string(start);
-            KvHist kv{rnd(g, std::size_t(start) * w, 1.f, t), rnd(g, std::size_t(start) * w, 1.f, t)};
-            auto ring_k = rnd(g, std::size_t(c.R) * w, 1.f, t), ring_v = rnd(g, std::size_t(c.R) * w, 1.f, t);
-            for (int64_t j = std::max(0, start - c.R); j < start; ++j)
-              for (int e = 0; e < w; ++e) {
-                ring_k[(j % c.R) * w + e] = kv.k[j * w + e];
-                ring_v[(j % c.R) * w + e] = kv.v[j * w + e];
-              }
-            const auto qkv = rnd(g, std::size_t(T) * 3 * w, 1.f, t);
-            swa_push(c, qkv, T, start, t, kv);
-            std::vector<double> ref(std::size_t(T) * w);
-            for (int i = 0; i < T; ++i) swa_query(c, &qkv[std::size_t(i) * 3 * w], start + i, kv, &ref[std::size_t(i) * w]);
-            Buf rk = upload(be, ring_k, t), rv = upload(be, ring_v, t);
-            CHECK(close(run_swa_prefill(be, c, qkv, T, start, t, rk, rv), ref, tol_for(t), ctx + " out"));
-            for (int64_t j = std::max(0, start + T - c.R); j < start + T; ++j)
-              for (int e = 0; e < w; ++e) {
-                ring_k[(j % c.R) * w + e] = kv.k[j * w + e];
-                ring_v[(j % c.R) * w + e] = kv.v[j * w + e];
-              }
-            CHECK(close(download(be, rk, ring_k.size(), t), ring_k, ring_tol(t), ctx + " ring k"));
-            CHECK(close(download(be, rv, ring_v.size(), t), ring_v, {0, 0}, ctx + " ring v"));
+            check_swa_prefill_case(be, g, t, c, T, start);
+          }
+}
+
+// Windows that are not multiples of 16 and windows whose keys do not fit in one shared-memory
+// stage (W 1000: 67 chunks of 16 rows, in stages of 24 at hd 64 and 12 at hd 112/128).
+TEST_CASE("swa_prefill: any window, multi-stage key tiles, history shorter than the window") {
+  NEED_GPU();
+  std::mt19937 g(19);
+  for (DType t : kDtypes)
+    for (int hd : {64, 112, 128})
+      for (int window : {0, 1, 37, 100, 1000})
+        for (int T : {65, 700})
+          for (int start : {0, 5, 1234}) {
+            const SwaCfg c{2, hd, hd, window, window + 1 + (T % 5 == 0 ? 3 : 0)};
+            check_swa_prefill_case(be, g, t, c, T, start);
           }
 }
 
@@ -339,7 +366,7 @@ TEST_CASE("swa: prefill split in two == one prefill; prefill then decode == long
   std::mt19937 g(11);
   const int T = 300, T1 = 137, Td = 3;
   for (DType t : kDtypes)
-    for (int hd : {64, 112})
+    for (int hd : {64, 112, 128})
       for (int window : {64, 128}) {
         const SwaCfg c{2, hd, hd, window, window + 1};
         const int w = c.H * c.hd;
@@ -461,4 +488,35 @@ TEST_CASE("cuda op timings" * doctest::skip()) {
     std::printf("swa_decode  hd  64 B %3d w 128: %8.2f us  %7.1f GB/s (window K+V)\n", B, us,
                 double(B) * 129 * w * 2 * 2 / us / 1e3);
   }
+}
+
+// Informational: PERFORMANCE.md M3 prefill shape, one sequence of L 4096, H 16 per call (the
+// bench sums 4 such calls). Run with --no-skip -tc="*swa_prefill timings*".
+TEST_CASE("swa_prefill timings" * doctest::skip()) {
+  NEED_GPU();
+  std::mt19937 g(14);
+  auto time_us = [&](auto&& fn, int iters) {
+    for (int i = 0; i < 5; ++i) fn();
+    be->synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < iters; ++i) fn();
+    be->synchronize();
+    return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / iters;
+  };
+  const int H = 16, L = 4096;
+  for (DType t : {DType::BF16, DType::F16})
+    for (int hd : {64, 112, 128})
+      for (int window : {64, 128}) {
+        const SwaCfg c{H, hd, hd, window, window + 1};
+        const int w = H * hd;
+        Buf qkv = upload(be, rnd(g, std::size_t(L) * 3 * w, 1.f, t), t), out(be, std::size_t(L) * w * 2);
+        Buf rk(be, std::size_t(c.R) * w * 2), rv(be, std::size_t(c.R) * w * 2);
+        ops::SwaPrefillParams p;
+        p.shape = swa_shape(c), p.qkv = qkv.p, p.ld_qkv = 3 * w, p.out = out.p, p.ld_out = w, p.dtype = t;
+        p.n_tokens = L, p.start_pos = 0, p.ring_k = rk.p, p.ring_v = rv.p;
+        const double us = time_us([&] { be->swa_prefill(p); }, 50);
+        const double bytes = double(L) * w * 2 * 4;  // qkv read + out write
+        std::printf("swa_prefill %s hd %3d L %d H %d w %3d: %8.2f us  %6.1f GB/s (qkv + out)\n", dname(t).c_str(), hd, L,
+                    H, window, us, bytes / us / 1e3);
+      }
 }
