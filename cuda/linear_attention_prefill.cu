@@ -200,8 +200,10 @@ cudaError_t launch_la_prefill(const ops::LaPrefillParams& p, cudaStream_t stream
   if (s.feature_dim <= 0 || s.feature_dim > kMaxFeatureDim || s.head_dim <= 0 ||
       s.head_dim > kMaxHeadDim || s.heads <= 0 || s.heads > 65535 || p.n_seqs > 65535)
     return cudaErrorInvalidValue;
-  bool handled = false;  // bf16/fp16, f = 16, hd 64..128: the tensor-core chunked kernel
-  const cudaError_t et = launch_la_prefill_tc(p, stream, workspace, workspace_bytes, &handled);
+  bool handled = false;  // bf16/fp16, f = 16, hd 64..128: the tensor-core chunked kernels
+  cudaError_t et = launch_la_prefill_wg(p, stream, workspace, workspace_bytes, &handled);  // Hopper
+  if (handled) return et;
+  et = launch_la_prefill_tc(p, stream, workspace, workspace_bytes, &handled);
   if (handled) return et;
   const float f = float(s.feature_dim);
   LaPrefillArgs a{p.q, p.k, p.v, p.ld_q, p.ld_k, p.ld_v, p.y, p.ld_y, p.n_tokens, p.state_s,
