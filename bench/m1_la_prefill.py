@@ -1,11 +1,11 @@
 """M1: the linear-attention (Taylor, f=16) prefill op, B x H heads, bf16 in/out, fp32 state.
 
 Candidates (all on [B, T, H, *] inputs, PERFORMANCE.md section 5):
-- based_core, heads folded: based_core.ops.la_prefill takes ONE sequence
-  ([T, H, f] with a state [H, D, hd]); heads are independent, so the batch is
-  folded into the head axis ([T, B*H, f], state [B*H, D, hd]) in one call. The
-  [B,T,H,*] -> [T,B,H,*] transposes in and out are timed with it (the fairness rule).
-- based_core, per sequence: B calls, one per sequence and state; summed kernel time.
+- based_core, batched (headline): one based_core.ops.la_prefill call on the
+  [B, T, H, f] / [B, T, H, dv] tensors themselves (FLA's layout, zero-copy: the
+  op reads the strides), states [B, H, D, dv] / [B, H, D]; no layout transposes.
+- based_core, per sequence: B calls on [T, H, *] views, one per sequence and state;
+  summed kernel time.
 - FLA 0.6.0 `parallel_based` and `fused_chunk_based` (Triton), keyword arguments.
 - PyTorch SDPA, causal softmax attention at head dim 64 ([B, H, T, 64], flash
   backend): an attention-class reference (a different op: no gate).
@@ -52,8 +52,8 @@ def fla_fns():
 def run(args):
     ctx = common.Ctx(args, "m1_la_prefill.py")
     sec = ctx.section("M1", "Linear-attention prefill op (f=16, bf16 in/out, fp32 state)", "time", "ms", "lower", [
-        "based_core 'heads folded' (headline): one la_prefill call on [T, B*H, f], input/output transposes "
-        "included; 'per sequence': B calls, summed GPU kernel time.",
+        "based_core 'batched' (headline): one la_prefill call on the [B, T, H, *] tensors (no copies, no "
+        "transposes); 'per sequence': B calls on [T, H, *] views, summed GPU kernel time.",
         "based_core times are GPU kernel time from CUPTI (the op runs on its own stream and syncs); "
         "peers: CUDA events. No L2 flush: inputs are 24 MB (B=1) to 400 MB.",
         "limit: max(tensor FLOPs / 790 TFLOP/s, bytes / 3.0 TB/s), PERFORMANCE.md 1a (273-dim state).",
@@ -118,7 +118,7 @@ def run(args):
         if not common.need_based_core(ctx, e, "based_core"):
             continue
         ops = common.based_core.ops
-        for variant in (("heads folded", "per sequence") if B > 1 else ("one sequence",)):
+        for variant in (("batched", "per sequence") if B > 1 else ("one sequence",)):
             label = f"based_core la_prefill ({variant})"
             why = ctx.skip_reason(5)
             if why:
@@ -135,18 +135,16 @@ def run(args):
 
                     y0 = lambda ys: torch.from_dlpack(ys[0])
                     S0, z0 = (lambda: S[0]), (lambda: z[0])
-                else:
-                    S = torch.zeros(B * H, D, dv, device=dev)
-                    z = torch.zeros(B * H, D, device=dev)
+                else:  # one call on [B, T, H, *] (B = 1: the single sequence)
+                    S = torch.zeros(B, H, D, dv, device=dev)
+                    z = torch.zeros(B, H, D, device=dev)
 
                     def call():
-                        qt, kt, vt = (x.transpose(0, 1).reshape(T, B * H, -1) for x in (q, k, v))
                         common.sync(ctx.cuda)  # based_core's stream does not wait for torch's
-                        y = torch.from_dlpack(ops.la_prefill(qt, kt, vt, S, z))
-                        return y.view(T, B, H, dv).transpose(0, 1).contiguous()
+                        return ops.la_prefill(q, k, v, S, z)
 
-                    y0 = lambda y: y[0]
-                    S0, z0 = (lambda: S[:H]), (lambda: z[:H])
+                    y0 = lambda y: torch.from_dlpack(y)[0]
+                    S0, z0 = (lambda: S[0]), (lambda: z[0])
                 S.zero_()
                 z.zero_()
                 out = call()
@@ -156,7 +154,7 @@ def run(args):
                 if not gt["ok"]:
                     result(ctx, e, label, "based_core", "FAIL", gate=gt)
                     continue
-                # transposes (torch kernels) count here, so keep every kernel
+                # every kernel of the call counts
                 samples, how = common.time_kernels(call, ctx.cuda, warm, iters, skip_names=())
                 wall = common.summarize(common.time_wall(call, ctx.cuda, 0, max(3, iters // 4)))["median"]
                 result(ctx, e, label, "based_core", "ok", samples, gate=gt,

@@ -301,30 +301,75 @@ void bind_ops(nb::module_& m) {
       [](const AnyArray& q, const AnyArray& k, const AnyArray& v, const AnyArray& state_s, const AnyArray& state_z,
          float eps, nb::object stream) {
         Checker c{"la_prefill"};
-        c.check(q, "q", {-1, -1, -1}, std::nullopt);
+        c.device_of(q, "q");
         DType dt = c.act(q, "q");
-        const int64_t T = dim(q, 0), H = dim(q, 1), f = dim(q, 2);
-        c.check(k, "k", {T, H, f}, dt);
-        c.check(v, "v", {T, H, -1}, dt);
-        const int64_t hd = dim(v, 2), D = 1 + f + f * f;
-        c.check(state_s, "state_s", {H, D, hd}, DType::F32);
-        c.check(state_z, "state_z", {H, D}, DType::F32);
+        const size_t nd = q.ndim();
+        if (nd != 3 && nd != 4)
+          throw InvalidArgument("la_prefill: q must have shape [T, H, f] or [B, T, H, f], got " + shape_str(py::shape_of(q)));
+        const bool batched = nd == 4;
+        const int64_t B = batched ? dim(q, 0) : 1, T = dim(q, nd - 3), H = dim(q, nd - 2), f = dim(q, nd - 1);
+        // q, k, v: each token's [H, *] block contiguous; the token (and batch) dims may be strided
+        // (zero-copy views, e.g. FLA's [B, T, H, *] or slices of a fused projection).
+        struct Rows { int64_t ld, ss; };
+        auto rows = [&](const AnyArray& a, const char* arg, int64_t width_last, std::optional<DType> want) {
+          std::vector<int64_t> shape = {T, H, width_last};
+          if (batched) shape.insert(shape.begin(), B);
+          c.device_of(a, arg);
+          DType adt = py::dtype_of(a, arg);
+          if (want && adt != *want)
+            throw TypeMismatch(std::string("la_prefill: ") + arg + " must be " + dtype_name(*want) + ", got " + dtype_name(adt));
+          std::vector<int64_t> got = py::shape_of(a);
+          bool ok = got.size() == shape.size();
+          for (size_t i = 0; ok && i < shape.size(); ++i) ok = shape[i] < 0 || shape[i] == got[i];
+          if (!ok) {
+            std::string want_s = "[";
+            for (size_t i = 0; i < shape.size(); ++i)
+              want_s += (i ? ", " : "") + (shape[i] < 0 ? std::string("*") : std::to_string(shape[i]));
+            throw InvalidArgument(std::string("la_prefill: ") + arg + " must have shape " + want_s + "], got " + shape_str(got));
+          }
+          const size_t n = a.ndim();
+          const int64_t w = got[n - 1];
+          if ((got[n - 1] != 1 && a.stride(n - 1) != 1) || (got[n - 2] != 1 && a.stride(n - 2) != w))
+            throw InvalidArgument(std::string(arg) + ": must be C-contiguous in its last two dims [H, " + std::to_string(w) +
+                                  "] (the token and batch dims may be strided; call .contiguous())");
+          Rows r{H * w, 0};
+          if (T > 1) r.ld = a.stride(n - 3);
+          if (batched && B > 1) r.ss = a.stride(0);
+          if (r.ld < H * w || r.ss < 0)
+            throw InvalidArgument(std::string(arg) + ": token rows must not overlap (stride " + std::to_string(r.ld) +
+                                  " < " + std::to_string(H * w) + ") and strides must be >= 0; call .contiguous()");
+          return r;
+        };
+        const Rows rq = rows(q, "q", f, std::nullopt), rk = rows(k, "k", f, dt);
+        const int64_t hd = dim(v, nd - 1), D = 1 + f + f * f;
+        const Rows rv = rows(v, "v", -1, dt);
+        std::vector<int64_t> s_shape = {H, D, hd}, z_shape = {H, D};
+        if (batched) s_shape.insert(s_shape.begin(), B), z_shape.insert(z_shape.begin(), B);
+        c.check(state_s, "state_s", s_shape, DType::F32);
+        c.check(state_z, "state_z", z_shape, DType::F32);
         auto be = c.backend();
         StreamOrder so(be, stream);
-        Tensor y = Tensor::empty(be, dt, {T, H, hd});
+        std::vector<int64_t> y_shape = {T, H, hd};
+        if (batched) y_shape.insert(y_shape.begin(), B);
+        Tensor y = Tensor::empty(be, dt, y_shape);
         ops::LaPrefillParams p;
         p.shape = la_shape(H, f, hd, eps);
         p.q = q.data(); p.k = k.data(); p.v = v.data();
-        p.ld_q = p.ld_k = H * f; p.ld_v = H * hd;
+        p.ld_q = rq.ld; p.ld_k = rk.ld; p.ld_v = rv.ld;
         p.y = y.data(); p.ld_y = H * hd; p.dtype = dt; p.n_tokens = T;
         p.state_s = static_cast<float*>(state_s.data());
         p.state_z = static_cast<float*>(state_z.data());
-        be->la_prefill(p);
+        p.n_seqs = B;
+        p.seq_stride_q = rq.ss; p.seq_stride_k = rk.ss; p.seq_stride_v = rv.ss; p.seq_stride_y = T * H * hd;
+        if (B > 0) be->la_prefill(p);
         return finish(so, y);
       },
       "q"_a, "k"_a, "v"_a, "state_s"_a, "state_z"_a, "eps"_a = 1e-12f, "stream"_a = nb::none(),
       "computes: causal Taylor linear attention of q, k [T, H, f], v [T, H, hd], continuing from and updating\n"
-      "the fp32 state S [H, 1+f+f^2, hd] and z [H, 1+f+f^2] in place; returns y [T, H, hd].");
+      "the fp32 state S [H, 1+f+f^2, hd] and z [H, 1+f+f^2] in place; returns y [T, H, hd].\n"
+      "Batched: q, k [B, T, H, f], v [B, T, H, hd] (FLA's layout) with states S [B, H, D, hd], z [B, H, D]:\n"
+      "B independent sequences in one call; returns y [B, T, H, hd]. q, k, v may be strided views in\n"
+      "their token and batch dims (each token's [H, *] block contiguous): no copies are made.");
 
   m.def(
       "la_decode",

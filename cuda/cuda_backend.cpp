@@ -243,6 +243,10 @@ void CudaBackend::la_prefill(const ops::LaPrefillParams& p) {
   require(p.ld_q >= hf && p.ld_k >= hf && p.ld_v >= hv && p.ld_y >= hv, "la_prefill",
           "row strides too small for the shape");
   require(p.q && p.k && p.v && p.y && p.state_s && p.state_z, "la_prefill", "null pointer");
+  require(p.n_seqs >= 0 && p.n_seqs <= 65535, "la_prefill", "n_seqs must be in [0, 65535], got " + num(p.n_seqs));
+  require(p.n_seqs <= 1 || (p.seq_stride_q >= 0 && p.seq_stride_k >= 0 && p.seq_stride_v >= 0 && p.seq_stride_y >= 0),
+          "la_prefill", "sequence strides must be >= 0");
+  if (p.n_seqs == 0) return;
   ensure_device();
   check_launch(launch_la_prefill(p, stream_, la_workspace_, la_workspace_ ? kLaPrefillWorkspaceBytes : 0),
                "la_prefill");

@@ -53,6 +53,10 @@ constexpr std::size_t kLaPrefillWorkspaceBytes = std::size_t(16) << 20;
 // multiple of 16 in [64, 128], aligned rows); *handled = false (nothing launched) otherwise.
 cudaError_t launch_la_prefill_tc(const ops::LaPrefillParams& p, cudaStream_t stream, void* workspace,
                                  std::size_t workspace_bytes, bool* handled);
+// linear_attention_prefill_wg.cu: the Hopper path (wgmma; compute capability 9.0 with sm_90a
+// code), same calls as the tensor-core path; *handled = false (nothing launched) otherwise.
+cudaError_t launch_la_prefill_wg(const ops::LaPrefillParams& p, cudaStream_t stream, void* workspace,
+                                 std::size_t workspace_bytes, bool* handled);
 cudaError_t launch_la_decode(const ops::LaDecodeParams& p, cudaStream_t stream);
 
 /// Largest head_dim the attention kernels support (SWA and LA), and largest feature_dim.

@@ -1,5 +1,5 @@
-// linear_attention_prefill.cu: causal Taylor linear attention over one sequence, continuing
-// from and writing back the fp32 state (SPEC 2.1, recurrent form).
+// linear_attention_prefill.cu: causal Taylor linear attention over a batch of sequences (grid z),
+// each continuing from and writing back its fp32 state (SPEC 2.1, recurrent form).
 //
 // Kernel 1 (numerator, denominator, S): one CTA of 512 threads per (head, block of 8 value
 // columns). The CTA keeps its S[D][8] slice in registers: thread (g, c) owns column c and rows
@@ -38,9 +38,10 @@ struct LaPrefillArgs {
   void* y;
   int64_t ld_y;
   int64_t n_tokens;
-  float* S;  // this slot
-  float* z;
+  float* S;  // [n_seqs][heads][D][hd]
+  float* z;  // [n_seqs][heads][D]
   int heads, f, D, hd;
+  int64_t ss_q, ss_k, ss_v, ss_y;  // sequence strides (elements); sequence = blockIdx.z
   float eps, c1, c2;
 };
 
@@ -60,10 +61,11 @@ __global__ void __launch_bounds__(kThreads) la_prefill_kernel(LaPrefillArgs a) {
   float* part = phk + kTB * kLdPhi;    // [kTB][kGroups][kCols]
   float* dpw = part + kTB * kGroups * kCols;  // [kTB][kWarps]
 
-  const T* Q = static_cast<const T*>(a.q);
-  const T* K = static_cast<const T*>(a.k);
-  const T* V = static_cast<const T*>(a.v);
-  T* Y = static_cast<T*>(a.y);
+  const int64_t b = blockIdx.z;
+  const T* Q = static_cast<const T*>(a.q) + b * a.ss_q;
+  const T* K = static_cast<const T*>(a.k) + b * a.ss_k;
+  const T* V = static_cast<const T*>(a.v) + b * a.ss_v;
+  T* Y = static_cast<T*>(a.y) + b * a.ss_y;
   const int h = blockIdx.y, cb = blockIdx.x;
   const int f = a.f, D = a.D, hd = a.hd;
   const int tid = threadIdx.x, c = tid % kCols, g = tid / kCols;
@@ -71,8 +73,8 @@ __global__ void __launch_bounds__(kThreads) la_prefill_kernel(LaPrefillArgs a) {
   const int col = cb * kCols + c;
   const bool col_ok = col < hd;
   const int nwz = (D + 31) / 32;  // warps that own z rows
-  float* S = a.S + int64_t(h) * D * hd;
-  const float* z = a.z + int64_t(h) * D;
+  float* S = a.S + (b * a.heads + h) * D * hd;
+  const float* z = a.z + (b * a.heads + h) * D;
 
   float s[kRows];
 #pragma unroll
@@ -167,9 +169,10 @@ template <class T>
 __global__ void __launch_bounds__(kZGroups * kZRows) la_prefill_z_kernel(LaPrefillArgs a) {
   __shared__ float red[kZGroups][kZRows];
   const int h = blockIdx.x, tid = threadIdx.x;
+  const int64_t b = blockIdx.y;
   const int gi = tid / kZRows, r = tid % kZRows;
   const int f = a.f, D = a.D;
-  const T* K = static_cast<const T*>(a.k);
+  const T* K = static_cast<const T*>(a.k) + b * a.ss_k;
   float acc = 0.f, coef = 1.f;
   if (r < D) {
     int i = 0, j = 0;  // phi_r = coef * (use_i ? k_i : 1) * (use_j ? k_j : 1)
@@ -185,7 +188,7 @@ __global__ void __launch_bounds__(kZGroups * kZRows) la_prefill_z_kernel(LaPrefi
   }
   red[gi][r] = acc * coef;
   __syncthreads();
-  if (tid < D) a.z[int64_t(h) * D + tid] += red[0][tid] + red[1][tid] + red[2][tid];
+  if (tid < D) a.z[(b * a.heads + h) * D + tid] += red[0][tid] + red[1][tid] + red[2][tid];
 }
 
 }  // namespace
@@ -193,16 +196,19 @@ __global__ void __launch_bounds__(kZGroups * kZRows) la_prefill_z_kernel(LaPrefi
 cudaError_t launch_la_prefill(const ops::LaPrefillParams& p, cudaStream_t stream, void* workspace,
                               std::size_t workspace_bytes) {
   const ops::LinearAttentionShape& s = p.shape;
-  if (p.n_tokens <= 0) return cudaSuccess;
+  if (p.n_tokens <= 0 || p.n_seqs <= 0) return cudaSuccess;
   if (s.feature_dim <= 0 || s.feature_dim > kMaxFeatureDim || s.head_dim <= 0 ||
-      s.head_dim > kMaxHeadDim || s.heads <= 0 || s.heads > 65535)
+      s.head_dim > kMaxHeadDim || s.heads <= 0 || s.heads > 65535 || p.n_seqs > 65535)
     return cudaErrorInvalidValue;
-  bool handled = false;  // bf16/fp16, f = 16, hd 64..128: the tensor-core chunked kernel
-  const cudaError_t et = launch_la_prefill_tc(p, stream, workspace, workspace_bytes, &handled);
+  bool handled = false;  // bf16/fp16, f = 16, hd 64..128: the tensor-core chunked kernels
+  cudaError_t et = launch_la_prefill_wg(p, stream, workspace, workspace_bytes, &handled);  // Hopper
+  if (handled) return et;
+  et = launch_la_prefill_tc(p, stream, workspace, workspace_bytes, &handled);
   if (handled) return et;
   const float f = float(s.feature_dim);
   LaPrefillArgs a{p.q, p.k, p.v, p.ld_q, p.ld_k, p.ld_v, p.y, p.ld_y, p.n_tokens, p.state_s,
-                  p.state_z, s.heads, s.feature_dim, int(s.state_rows()), s.head_dim, s.eps,
+                  p.state_z, s.heads, s.feature_dim, int(s.state_rows()), s.head_dim,
+                  p.seq_stride_q, p.seq_stride_k, p.seq_stride_v, p.seq_stride_y, s.eps,
                   1.f / sqrtf(sqrtf(f)), 1.f / (sqrtf(2.f) * sqrtf(f))};
   return dispatch_act_dtype(p.dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -210,11 +216,11 @@ cudaError_t launch_la_prefill(const ops::LaPrefillParams& p, cudaStream_t stream
     const int smem = int(sizeof(float)) * kSmemFloats;
     cudaError_t e = ensure_smem(la_prefill_kernel<T>, smem, configured);
     if (e != cudaSuccess) return e;
-    const dim3 grid(ceil_div(s.head_dim, kCols), unsigned(s.heads));
+    const dim3 grid(ceil_div(s.head_dim, kCols), unsigned(s.heads), unsigned(p.n_seqs));
     la_prefill_kernel<T><<<grid, kThreads, smem, stream>>>(a);
     e = cudaGetLastError();
     if (e != cudaSuccess) return e;
-    la_prefill_z_kernel<T><<<unsigned(s.heads), kZGroups * kZRows, 0, stream>>>(a);
+    la_prefill_z_kernel<T><<<dim3(unsigned(s.heads), unsigned(p.n_seqs)), kZGroups * kZRows, 0, stream>>>(a);
     return cudaGetLastError();
   });
 }

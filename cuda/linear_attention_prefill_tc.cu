@@ -47,13 +47,18 @@ __global__ void __launch_bounds__(32 * MAXW, MAXW <= kMinWarps ? 2 : 1) la_tc_ke
   const int NT = a.nt, nthr = 32 * NT;
   const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, g = lane >> 2, tq = lane & 3;
   const int s = blockIdx.x, h = blockIdx.y, hd = a.hd;
+  const int64_t sq = blockIdx.z, row_h = sq * a.heads + h;  // sequence; (sequence, head) state row
+  const T* qb = static_cast<const T*>(a.q) + sq * a.ss_q;
+  const T* kb = static_cast<const T*>(a.k) + sq * a.ss_k;
+  const T* vb = static_cast<const T*>(a.v) + sq * a.ss_v;
+  const int rows_total = a.heads * int(gridDim.z);
   const int vcol = 16 * w;  // this warp's value columns
   const Smem sm{smem_raw, hd + 8};
   const int64_t tbeg = int64_t(s) * a.seg_len;
   const int64_t tend = min64(a.n_tokens, tbeg + a.seg_len);
   const int nchunks = int((tend - tbeg + kC - 1) / kC);
-  float* S_h = a.S + int64_t(h) * kD * hd;
-  float* z_h = a.z + int64_t(h) * kD;
+  float* S_h = a.S + row_h * kD * hd;
+  float* z_h = a.z + row_h * kD;
   const bool from_ws = !DELTA && a.n_seg > 1;
   const int vcc = tid % (hd >> 3), vr0 = tid / (hd >> 3);  // v copy: column chunk, first row
 
@@ -73,8 +78,8 @@ __global__ void __launch_bounds__(32 * MAXW, MAXW <= kMinWarps ? 2 : 1) la_tc_ke
     sm.rows()[r] = make_int4(ra, rb, __float_as_int(sin), __float_as_int(sout));
   }
   const int nv0 = int(min64(kC, tend - tbeg));
-  raw_issue<T, DELTA>(a, sm, 0, h, tbeg, nv0, tid, vcc, vr0);
-  kt_store<T>(sm, kt_load<T>(a, h, tbeg, nv0, tid), nv0, tid);
+  raw_issue<T, DELTA>(a, qb, kb, vb, sm, 0, h, tbeg, nv0, tid, vcc, vr0);
+  kt_store<T>(sm, kt_load<T>(a, kb, h, tbeg, nv0, tid), nv0, tid);
   for (int c = tid; c < kLdKT; c += nthr) sm.kt()[17 * kLdKT + c] = 0.f;
 
   // state S^T slice: acc[ni][e] = feature 8 ni + 2 tq + (e & 1), column vcol + g + 8 (e >> 1)
@@ -86,7 +91,7 @@ __global__ void __launch_bounds__(32 * MAXW, MAXW <= kMinWarps ? 2 : 1) la_tc_ke
       for (int e = 0; e < 4; ++e) acc[ni][e] = 0.f;
     for (int r = tid; r < 2 * kFeat; r += nthr) sm.z(0)[r] = 0.f;
   } else if (from_ws) {
-    const float* src = a.ws + (int64_t(s) * a.heads + h) * ws_head_floats(NT);
+    const float* src = a.ws + (int64_t(s) * rows_total + row_h) * ws_head_floats(NT);
     const float4* s4 = reinterpret_cast<const float4*>(src);
 #pragma unroll
     for (int ni = 0; ni < kNI; ++ni) {
@@ -120,7 +125,7 @@ __global__ void __launch_bounds__(32 * MAXW, MAXW <= kMinWarps ? 2 : 1) la_tc_ke
   const int lrow = 8 * (lane >> 4) + (lane & 7), lcol = 8 * ((lane >> 3) & 1);
 #pragma unroll 1
   for (int c = 0; c < nchunks; ++c) {
-    const int zb = c & 1, vb = c & 1;
+    const int zb = c & 1, buf = c & 1;
     const int64_t t0 = tbeg + int64_t(c) * kC;
     const int nvalid = int(min64(kC, tend - t0));
 
@@ -139,14 +144,14 @@ __global__ void __launch_bounds__(32 * MAXW, MAXW <= kMinWarps ? 2 : 1) la_tc_ke
     const int nv_next = has_next ? int(min64(kC, tend - t0 - kC)) : 0;
     uint4 kpre = make_uint4(0, 0, 0, 0);
     if (has_next) {
-      raw_issue<T, DELTA>(a, sm, vb ^ 1, h, t0 + kC, nv_next, tid, vcc, vr0);
-      kpre = kt_load<T>(a, h, t0 + kC, nv_next, tid);
+      raw_issue<T, DELTA>(a, qb, kb, vb, sm, buf ^ 1, h, t0 + kC, nv_next, tid, vcc, vr0);
+      kpre = kt_load<T>(a, kb, h, t0 + kC, nv_next, tid);
     }
 
     // 2. V^T fragments of this warp's 16 columns (k = the chunk's tokens)
     uint32_t vt[4][4];
     {
-      const T* vr = sm.vraw<T>(vb);
+      const T* vr = sm.vraw<T>(buf);
 #pragma unroll
       for (int js = 0; js < 4; ++js)
         ldsm4t(vr + (16 * js + (lane & 7) + 8 * ((lane >> 4) & 1)) * sm.ldv + vcol + 8 * ((lane >> 3) & 1), vt[js]);
@@ -187,7 +192,7 @@ __global__ void __launch_bounds__(32 * MAXW, MAXW <= kMinWarps ? 2 : 1) la_tc_ke
       // 3. y = O / den. Lanes g, g ^ 1 swap halves so that each stores column pairs (4 bytes):
       // even g: token t, columns g, g + 1 (and g + 8, g + 9); odd g: token t + 1, columns g - 1, g.
       const bool odd = g & 1;
-      T* Y = static_cast<T*>(a.y) + t0 * a.ld_y + int64_t(h) * hd + vcol + (g & ~1);
+      T* Y = static_cast<T*>(a.y) + sq * a.ss_y + t0 * a.ld_y + int64_t(h) * hd + vcol + (g & ~1);
 #pragma unroll
       for (int nt = 0; nt < 8; ++nt) {
         const int t = 8 * nt + 2 * tq, tt = t + (odd ? 1 : 0);
@@ -237,7 +242,7 @@ __global__ void __launch_bounds__(32 * MAXW, MAXW <= kMinWarps ? 2 : 1) la_tc_ke
 
   const float* zfin = sm.z(nchunks & 1);
   if (DELTA) {
-    float* dst = a.ws + (int64_t(s) * a.heads + h) * ws_head_floats(NT);
+    float* dst = a.ws + (int64_t(s) * rows_total + row_h) * ws_head_floats(NT);
     float4* d4 = reinterpret_cast<float4*>(dst);
 #pragma unroll
     for (int ni = 0; ni < kNI; ++ni)
@@ -267,11 +272,12 @@ __global__ void __launch_bounds__(32 * MAXW, MAXW <= kMinWarps ? 2 : 1) la_tc_ke
 /// the contributions of segments 0..s-1, in the kernel's layout. One thread per float4.
 __global__ void __launch_bounds__(256) la_tc_scan_kernel(const TcArgs a) {
   const int h = blockIdx.y, NT = a.nt;
+  const int64_t row_h = int64_t(blockIdx.z) * a.heads + h, rows_total = int64_t(a.heads) * gridDim.z;
   const int u = blockIdx.x * blockDim.x + threadIdx.x;
   const int nfrag = NT * kNI * 32;
   if (u >= nfrag + kFeat / 4) return;
-  const float* S_h = a.S + int64_t(h) * kD * a.hd;
-  const float* z_h = a.z + int64_t(h) * kD;
+  const float* S_h = a.S + row_h * kD * a.hd;
+  const float* z_h = a.z + row_h * kD;
   float run[4];
   if (u < nfrag) {
     const int w = u / (kNI * 32), ni = (u / 32) % kNI, lane = u % 32, g = lane >> 2, tq = lane & 3;
@@ -282,8 +288,8 @@ __global__ void __launch_bounds__(256) la_tc_scan_kernel(const TcArgs a) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) run[e] = load_state(z_h, 1, 4 * (u - nfrag) + e, 0);
   }
-  float4* p = reinterpret_cast<float4*>(a.ws + int64_t(h) * ws_head_floats(NT)) + u;
-  const int64_t stride = int64_t(a.heads) * ws_head_floats(NT) / 4;  // float4s per segment
+  float4* p = reinterpret_cast<float4*>(a.ws + row_h * ws_head_floats(NT)) + u;
+  const int64_t stride = rows_total * ws_head_floats(NT) / 4;  // float4s per segment
   for (int s0 = 0; s0 < a.n_seg; s0 += 8) {  // 8 loads in flight, then 8 stores
     float4 d[8];
 #pragma unroll
@@ -347,8 +353,8 @@ int sm_count() {
   return n;
 }
 
-std::size_t la_prefill_tc_segment_bytes(int heads, int head_dim) {
-  return std::size_t(heads) * ws_head_floats(head_dim / 16) * sizeof(float);
+std::size_t la_prefill_tc_segment_bytes(int64_t rows, int head_dim) {
+  return std::size_t(rows) * ws_head_floats(head_dim / 16) * sizeof(float);
 }
 
 }  // namespace
@@ -359,6 +365,7 @@ cudaError_t launch_la_prefill_tc(const ops::LaPrefillParams& p, cudaStream_t str
   const ops::LinearAttentionShape& sh = p.shape;
   const bool ok = (p.dtype == DType::BF16 || p.dtype == DType::F16) && sh.feature_dim == kF && sh.head_dim % 16 == 0 &&
                   sh.head_dim >= 16 * kMinWarps && sh.head_dim <= 16 * kMaxWarps && sh.heads > 0 && sh.heads <= 65535 &&
+                  p.n_seqs > 0 && p.n_seqs <= 65535 &&
                   aligned_to(p.q, 16) && aligned_to(p.k, 16) && aligned_to(p.v, 16) && aligned_to(p.y, 4) &&
                   p.ld_q % 8 == 0 && p.ld_k % 8 == 0 && p.ld_v % 8 == 0 && p.ld_y % 2 == 0 && p.n_tokens > 0;
   if (!ok) return cudaSuccess;
@@ -366,19 +373,21 @@ cudaError_t launch_la_prefill_tc(const ops::LaPrefillParams& p, cudaStream_t str
   TcArgs a{};
   a.q = p.q, a.k = p.k, a.v = p.v, a.ld_q = p.ld_q, a.ld_k = p.ld_k, a.ld_v = p.ld_v;
   a.y = p.y, a.ld_y = p.ld_y, a.n_tokens = p.n_tokens;
+  a.ss_q = p.seq_stride_q, a.ss_k = p.seq_stride_k, a.ss_v = p.seq_stride_v, a.ss_y = p.seq_stride_y;
   a.S = p.state_s, a.z = p.state_z, a.heads = sh.heads, a.hd = sh.head_dim, a.nt = sh.head_dim / 16;
   a.eps = sh.eps;
 
-  // segments: enough CTAs to fill the GPU when there are few heads, >= 4 chunks each
+  // segments: enough CTAs to fill the GPU when there are few (sequence, head) rows, >= 4 chunks each
   const int64_t chunks = (p.n_tokens + kC - 1) / kC;
+  const int64_t rows = int64_t(sh.heads) * p.n_seqs;
   int n_seg = 1;
   if (workspace) {
     static std::atomic<int> sms{0};
     if (sms.load() == 0) sms.store(sm_count());
     const int per_sm = a.nt <= kMinWarps ? 2 : 1;  // resident CTAs per SM (registers, smem)
-    const int64_t target = int64_t(sms.load()) * per_sm / sh.heads;
+    const int64_t target = int64_t(sms.load()) * per_sm / rows;
     const int64_t by_len = chunks / 4;
-    const int64_t by_ws = int64_t(workspace_bytes / la_prefill_tc_segment_bytes(sh.heads, sh.head_dim));
+    const int64_t by_ws = int64_t(workspace_bytes / la_prefill_tc_segment_bytes(rows, sh.head_dim));
     int64_t ns = std::min({target, by_len, by_ws, int64_t(4096)});
     if (ns > 1) {
       const int64_t seg_chunks = (chunks + ns - 1) / ns;
@@ -399,15 +408,16 @@ cudaError_t launch_la_prefill_tc(const ops::LaPrefillParams& p, cudaStream_t str
       if (n_seg > 1) {
         TcArgs d = a;
         assign_units(a.nt, true, d.units);
-        e = launch_tc_any<T, true>(d, dim3(unsigned(n_seg - 1), unsigned(sh.heads)), stream);
+        e = launch_tc_any<T, true>(d, dim3(unsigned(n_seg - 1), unsigned(sh.heads), unsigned(p.n_seqs)), stream);
         if (e != cudaSuccess) return e;
         const int slots = a.nt * kNI * 32 + kFeat / 4;
-        la_tc_scan_kernel<<<dim3(unsigned((slots + 255) / 256), unsigned(sh.heads)), 256, 0, stream>>>(a);
+        la_tc_scan_kernel<<<dim3(unsigned((slots + 255) / 256), unsigned(sh.heads), unsigned(p.n_seqs)), 256, 0,
+                            stream>>>(a);
         e = cudaGetLastError();
         if (e != cudaSuccess) return e;
       }
       assign_units(a.nt, false, a.units);
-      return launch_tc_any<T, false>(a, dim3(unsigned(n_seg), unsigned(sh.heads)), stream);
+      return launch_tc_any<T, false>(a, dim3(unsigned(n_seg), unsigned(sh.heads), unsigned(p.n_seqs)), stream);
     }
   });
 }

@@ -52,10 +52,11 @@ struct TcArgs {
   void* y;
   int64_t ld_y;
   int64_t n_tokens, seg_len;
+  int64_t ss_q, ss_k, ss_v, ss_y;  // sequence strides (elements); sequence = blockIdx.z
   int n_seg;
-  float* S;   // this slot: [H][273][hd]
-  float* z;   // [H][273]
-  float* ws;  // [n_seg][H][ws_head_floats(nt)] (segmented runs only)
+  float* S;   // [n_seqs][H][273][hd]
+  float* z;   // [n_seqs][H][273]
+  float* ws;  // [n_seg][n_seqs * H][ws_head_floats(nt)] (segmented runs only)
   int heads, hd, nt;
   float eps;
   unsigned units[kMaxWarps];  // generation units of each warp (bit u)
@@ -301,32 +302,31 @@ template <class T> __device__ __forceinline__ void unit_kappa(const Smem& sm, in
 /// cp.async of chunk rows [t0, t0 + 64) of q (unless DELTA), k (raw) and v (buffer b); rows
 /// >= nvalid are zero-filled. Thread tid < 128 copies half a q and a k row; every thread copies
 /// the 16-byte column chunk vcc of v rows vr0 + 16 i (nthr = 4 hd = 16 x the chunks per row).
+/// qb, kb, vb: this sequence's q, k, v.
 template <class T, bool DELTA>
-__device__ __forceinline__ void raw_issue(const TcArgs& a, const Smem& sm, int b, int h, int64_t t0, int nvalid,
-                                          int tid, int vcc, int vr0) {
+__device__ __forceinline__ void raw_issue(const TcArgs& a, const T* qb, const T* kb, const T* vb, const Smem& sm,
+                                          int b, int h, int64_t t0, int nvalid, int tid, int vcc, int vr0) {
   if (tid < 2 * kC) {
     const int t = tid >> 1, hf = tid & 1, off = t * 16 + ((hf ^ ((t >> 2) & 1)) << 3);
     const int64_t row = t < nvalid ? t0 + t : t0;
-    if (!DELTA) cp_async16(sm.qraw<T>() + off, static_cast<const T*>(a.q) + row * a.ld_q + h * 16 + hf * 8, t < nvalid);
-    cp_async16(sm.kraw<T>() + off, static_cast<const T*>(a.k) + row * a.ld_k + h * 16 + hf * 8, t < nvalid);
+    if (!DELTA) cp_async16(sm.qraw<T>() + off, qb + row * a.ld_q + h * 16 + hf * 8, t < nvalid);
+    cp_async16(sm.kraw<T>() + off, kb + row * a.ld_k + h * 16 + hf * 8, t < nvalid);
   }
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const int t = vr0 + 16 * i;
     const int64_t row = t < nvalid ? t0 + t : t0;
-    cp_async16(sm.vraw<T>(b) + t * sm.ldv + vcc * 8,
-               static_cast<const T*>(a.v) + row * a.ld_v + int64_t(h) * a.hd + vcc * 8, t < nvalid);
+    cp_async16(sm.vraw<T>(b) + t * sm.ldv + vcc * 8, vb + row * a.ld_v + int64_t(h) * a.hd + vcc * 8, t < nvalid);
   }
   cp_async_commit();
 }
 
 /// Thread tid < 128 of the fp32 k^T copy: token tid / 2, features 8 (tid & 1) .. + 7.
 template <class T>
-__device__ __forceinline__ uint4 kt_load(const TcArgs& a, int h, int64_t t0, int nvalid, int tid) {
+__device__ __forceinline__ uint4 kt_load(const TcArgs& a, const T* kb, int h, int64_t t0, int nvalid, int tid) {
   const int t = tid >> 1;
   if (tid >= 2 * kC || t >= nvalid) return make_uint4(0, 0, 0, 0);
-  return __ldg(reinterpret_cast<const uint4*>(static_cast<const T*>(a.k) + (t0 + t) * a.ld_k + int64_t(h) * 16 +
-                                              (tid & 1) * 8));
+  return __ldg(reinterpret_cast<const uint4*>(kb + (t0 + t) * a.ld_k + int64_t(h) * 16 + (tid & 1) * 8));
 }
 template <class T> __device__ __forceinline__ void kt_store(const Smem& sm, uint4 x, int nvalid, int tid) {
   if (tid < 2 * kC) {

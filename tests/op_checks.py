@@ -61,6 +61,40 @@ def check_la(device, dtype, T, H, hd, f=16, split=None, seed=0):
     close(z.cpu(), zr, "float32" if dtype == "float32" else "float16", "la_prefill z")
 
 
+def check_la_batched(device, dtype, B, T, H, hd, f=16, seed=0, strided=False, hist=5):
+    """Batched LA prefill (q, k [B, T, H, f], v [B, T, H, hd], states [B, H, D, *]) continuing from
+    per-sequence states: vs the fp64 parallel form and vs one call per sequence. strided: q, k are
+    token-dim slices of wider tensors and v is a [T, B, H, hd] tensor seen as [B, T, H, hd] (no copies)."""
+    g = gen(seed)
+    D = 1 + f + f * f
+    if strided:
+        q = rand((B, T + 3, H, f), g, dtype, device, 0.5)[:, 2:T + 2]
+        k = rand((B, T + 1, H, f), g, dtype, device, 0.5)[:, 1:]
+        v = rand((T, B, H, hd), g, dtype, device).transpose(0, 1)
+    else:
+        q, k = rand((B, T, H, f), g, dtype, device, 0.5), rand((B, T, H, f), g, dtype, device, 0.5)
+        v = rand((B, T, H, hd), g, dtype, device)
+    # a different history per sequence: the states to continue from
+    hq, hk = rand((B, hist, H, f), g, dtype, "cpu", 0.5), rand((B, hist, H, f), g, dtype, "cpu", 0.5)
+    hv = rand((B, hist, H, hd), g, dtype, "cpu")
+    _, S0, z0 = R.linear_attention_prefill(hq.double(), hk.double(), hv.double(), feature_dim=f)
+    S, z = S0.float().to(device), z0.float().to(device)
+    y = out(based_core.ops.la_prefill(q, k, v, S, z))
+    assert y.shape == (B, T, H, hd)
+    yr, Sr, zr = R.linear_attention_prefill(q.cpu().double(), k.cpu().double(), v.cpu().double(), feature_dim=f,
+                                            state=(S0, z0))
+    close(y, yr, dtype, f"la_prefill batched y B={B} T={T} hd={hd}")
+    st = "float32" if dtype == "float32" else "float16"
+    close(S.cpu(), Sr, st, "la_prefill batched S")
+    close(z.cpu(), zr, st, "la_prefill batched z")
+    for b in range(B):  # one sequence per call (3-D form, strided token dim kept)
+        Sb, zb = S0[b].float().to(device), z0[b].float().to(device)
+        yb = out(based_core.ops.la_prefill(q[b], k[b], v[b], Sb, zb))
+        close(yb, y[b], dtype, f"la_prefill per-sequence vs batched y b={b}")
+        close(Sb.cpu(), S[b].cpu(), st, f"la_prefill per-sequence vs batched S b={b}")
+        close(zb.cpu(), z[b].cpu(), st, f"la_prefill per-sequence vs batched z b={b}")
+
+
 def check_la_decode(device, dtype, B, H, hd, slots=None, f=16, steps=3, seed=0):
     """LA decode over `steps` tokens for B rows in scattered slots vs fp64 recurrence."""
     g = gen(seed)

@@ -33,6 +33,23 @@ def test_linear_attention_prefill_hd128_16_heads(device, dtype):
 
 @pytest.mark.parametrize("device,dtype", DEVICES)
 @pytest.mark.parametrize("hd", [64, 112])
+@pytest.mark.parametrize("T", [1, 63, 65, 300])
+@pytest.mark.parametrize("B", [1, 3])
+def test_linear_attention_prefill_batched(device, dtype, hd, T, B):
+    """[B, T, H, *] inputs (FLA's layout) in one call == B single-sequence calls == fp64 reference."""
+    C.check_la_batched(device, dtype, B, T, H=2, hd=hd, seed=100 * B + T, strided=T % 2 == 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("hd", [64, 112])
+def test_linear_attention_prefill_batched_long(dtype, hd):
+    """Few (sequence, head) rows and many chunks: the segmented tensor-core path, batched."""
+    C.check_la_batched("cuda", dtype, 2, 1500, H=2, hd=hd, seed=hd, strided=True)
+
+
+@pytest.mark.parametrize("device,dtype", DEVICES)
+@pytest.mark.parametrize("hd", [64, 112])
 @pytest.mark.parametrize("B", [1, 64])
 def test_linear_attention_decode(device, dtype, hd, B):
     C.check_la_decode(device, dtype, B, H=2, hd=hd, seed=B)

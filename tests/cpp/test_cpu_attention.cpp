@@ -134,6 +134,45 @@ TEST_CASE("la_prefill: two calls equal one (state continuation); then decode con
     }
 }
 
+TEST_CASE("la_prefill batched: B sequences per call (interleaved rows), two calls per sequence") {
+  // Sequence b's token t is row t*B + b of q, k, v (token stride B*ld, sequence stride ld); y of
+  // sequence b is rows [b*T, (b+1)*T) of one output; states [B][H][D][hd]. Tokens [0, split) in one
+  // batched call, the rest in a second: each sequence continues from its own state.
+  for (int hd : {64, 112})
+    for (int B : {1, 3})
+      for (int64_t T : {int64_t(1), int64_t(63), int64_t(65), int64_t(300)}) {
+        CAPTURE(hd); CAPTURE(B); CAPTURE(T);
+        std::vector<La> seqs;
+        for (int b = 0; b < B; ++b) seqs.emplace_back(2, 16, hd, T, unsigned(1000 + 10 * b + T));
+        const La& a0 = seqs[0];
+        Mat q(T * B, 32, 1, kNaN), k(T * B, 32, 1, kNaN), v(T * B, 2 * hd, 1, kNaN);
+        for (int b = 0; b < B; ++b)
+          for (int64_t t = 0; t < T; ++t) {
+            std::copy_n(seqs[b].q.row(t), 32, q.row(t * B + b));
+            std::copy_n(seqs[b].k.row(t), 32, k.row(t * B + b));
+            std::copy_n(seqs[b].v.row(t), 2 * hd, v.row(t * B + b));
+          }
+        Mat y = output(B * T, 2 * hd, 4);
+        std::vector<float> S(B * a0.state(), 0.f), z(B * a0.H * a0.D(), 0.f);
+        const int64_t split = T / 2;
+        for (auto [t0, n] : {std::pair<int64_t, int64_t>{0, split}, {split, T - split}}) {
+          ops::LaPrefillParams p;
+          p.shape = a0.shape();
+          p.q = q.row(t0 * B); p.k = k.row(t0 * B); p.v = v.row(t0 * B); p.y = y.row(t0);
+          p.ld_q = B * q.ld; p.ld_k = B * k.ld; p.ld_v = B * v.ld; p.ld_y = y.ld;
+          p.seq_stride_q = q.ld; p.seq_stride_k = k.ld; p.seq_stride_v = v.ld; p.seq_stride_y = T * y.ld;
+          p.n_tokens = n; p.n_seqs = B; p.state_s = S.data(); p.state_z = z.data();
+          be().la_prefill(p);
+        }
+        for (int b = 0; b < B; ++b) {
+          Mat yb(T, 2 * hd, 4, 0.f);
+          for (int64_t t = 0; t < T; ++t) std::copy_n(y.row(b * T + t), y.ld, yb.row(t));
+          expect_close(yb, la_ref(seqs[b]));
+          expect_state(seqs[b], T, S.data() + b * a0.state(), z.data() + b * a0.H * a0.D());
+        }
+      }
+}
+
 TEST_CASE("la_decode: several slots in arbitrary order write only their slots") {
   for (int hd : {64, 112}) {
     CAPTURE(hd);

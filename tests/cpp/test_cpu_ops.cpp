@@ -245,6 +245,11 @@ TEST_CASE("ops reject bad arguments with the documented exception types") {
   ops::LaPrefillParams l;
   l.n_tokens = 3;
   CHECK_THROWS_AS(be().la_prefill(l), InvalidArgument);
+  l.n_tokens = 0;
+  l.n_seqs = -1;  // a negative batch
+  CHECK_THROWS_AS(be().la_prefill(l), InvalidArgument);
+  l.n_seqs = 2, l.seq_stride_y = -8;  // sequences must not run backwards
+  CHECK_THROWS_AS(be().la_prefill(l), InvalidArgument);
 
   const int32_t dup[2] = {1, 1};
   ops::ConvDecodeParams c;

@@ -63,6 +63,58 @@ TEST_CASE("la_prefill: long sequences (segmented tensor-core path) continue from
       }
 }
 
+TEST_CASE("la_prefill batched: B sequences in one call (interleaved strides), each from its own state") {
+  // q, k, v of sequence b at token t live at row t*B + b of [T][B][H*] buffers (token stride B*H*f,
+  // sequence stride H*f); y goes to [B][T][H*hd]; states [B][H][D][hd]. Covers the fp32 path, the
+  // tensor-core path and (T = 1501, few rows) its segmented variant.
+  NEED_GPU();
+  std::mt19937 g(26);
+  const int H = 2;
+  for (DType t : kDtypes)
+    for (int hd : {64, 112})
+      for (int B : {1, 3})
+        for (int T : {1, 65, 300, 1501}) {
+          if (T == 1501 && t == DType::F32) continue;
+          const std::string ctx = "la_prefill batched " + dname(t) + " hd" + std::to_string(hd) + " B" +
+                                  std::to_string(B) + " T" + std::to_string(T);
+          const std::size_t nS = std::size_t(H) * kD * hd, nz = std::size_t(H) * kD;
+          std::vector<float> q(std::size_t(T) * B * H * kF), k(q.size()), v(std::size_t(T) * B * H * hd);
+          std::vector<float> S0(B * nS), z0(B * nz);
+          std::vector<double> yref(std::size_t(B) * T * H * hd), Sref(B * nS), zref(B * nz);
+          for (int b = 0; b < B; ++b) {
+            const int hist = 7 * b;
+            const LaSeq all = la_seq(g, H, hd, hist + T, t);
+            std::vector<double> y, S, z, y0, Sh, zh;
+            la_ref(la_slice(all, 0, hist), hist, y0, Sh, zh);
+            la_ref(all, hist, y, S, z);
+            std::copy(Sh.begin(), Sh.end(), S0.begin() + b * nS);
+            std::copy(zh.begin(), zh.end(), z0.begin() + b * nz);
+            std::copy(y.begin(), y.end(), yref.begin() + std::size_t(b) * T * H * hd);
+            std::copy(S.begin(), S.end(), Sref.begin() + b * nS);
+            std::copy(z.begin(), z.end(), zref.begin() + b * nz);
+            for (int i = 0; i < T; ++i) {
+              const std::size_t src = std::size_t(hist + i), row = std::size_t(i) * B + b;
+              std::copy_n(&all.q[src * H * kF], H * kF, &q[row * H * kF]);
+              std::copy_n(&all.k[src * H * kF], H * kF, &k[row * H * kF]);
+              std::copy_n(&all.v[src * H * hd], H * hd, &v[row * H * hd]);
+            }
+          }
+          Buf qb = upload(be, q, t), kb = upload(be, k, t), vb = upload(be, v, t);
+          Buf yb(be, yref.size() * dtype_size(t));
+          Buf Sb = upload(be, S0, DType::F32), zb = upload(be, z0, DType::F32);
+          ops::LaPrefillParams p;
+          p.shape.heads = H, p.shape.feature_dim = kF, p.shape.head_dim = hd;
+          p.q = qb.p, p.k = kb.p, p.v = vb.p, p.y = yb.p;
+          p.ld_q = p.ld_k = int64_t(B) * H * kF, p.ld_v = int64_t(B) * H * hd, p.ld_y = H * hd;
+          p.seq_stride_q = p.seq_stride_k = H * kF, p.seq_stride_v = H * hd, p.seq_stride_y = int64_t(T) * H * hd;
+          p.dtype = t, p.n_tokens = T, p.n_seqs = B, p.state_s = Sb.as<float>(), p.state_z = zb.as<float>();
+          be->la_prefill(p);
+          CHECK(close(download(be, yb, yref.size(), t), yref, tol_for(t), ctx + " y"));
+          CHECK(close(download(be, Sb, Sref.size(), DType::F32), Sref, kStateTol, ctx + " S"));
+          CHECK(close(download(be, zb, zref.size(), DType::F32), zref, kStateTol, ctx + " z"));
+        }
+}
+
 TEST_CASE("la_decode: rows on their slots, update then read out") {
   NEED_GPU();
   std::mt19937 g(7);

@@ -85,18 +85,25 @@ struct LinearAttentionShape {
 ///   S += sum_t phi(k_t) v_t^T, z += sum_t phi(k_t), and for every t
 ///   y_t = (phi(q_t)^T S_t) / (phi(q_t)^T z_t + eps) with S_t, z_t including token t.
 /// phi is the Taylor map [1, x/f^(1/4), x_i x_j/(sqrt2 sqrt f)].
+/// One call may run a batch of n_seqs independent sequences of n_tokens tokens each: sequence b
+/// reads q + b*seq_stride_q, k + b*seq_stride_k, v + b*seq_stride_v (element offsets; the row
+/// strides ld_* hold within a sequence), writes y + b*seq_stride_y, and continues from and
+/// updates its own state state_s + b*H*D*hd, state_z + b*H*D. E.g. FLA's [B, T, H, *] layout:
+/// ld_q = H*f, seq_stride_q = T*H*f. The y rows of different sequences must not overlap.
 struct LaPrefillParams {
   LinearAttentionShape shape;
   const void* q = nullptr;
   const void* k = nullptr;
   const void* v = nullptr;
   int64_t ld_q = 0, ld_k = 0, ld_v = 0;
-  void* y = nullptr;  // [T, heads*head_dim]
+  void* y = nullptr;  // [T, heads*head_dim] per sequence
   int64_t ld_y = 0;
   DType dtype = DType::F32;
-  int64_t n_tokens = 0;
-  float* state_s = nullptr;  // this slot: [H][D][hd]
-  float* state_z = nullptr;  // this slot: [H][D]
+  int64_t n_tokens = 0;      // tokens per sequence
+  float* state_s = nullptr;  // [n_seqs][H][D][hd]
+  float* state_z = nullptr;  // [n_seqs][H][D]
+  int64_t n_seqs = 1;
+  int64_t seq_stride_q = 0, seq_stride_k = 0, seq_stride_v = 0, seq_stride_y = 0;  // elements
 };
 
 /// computes, for row i (slot s = slots[i]): S_s += phi(k_i) v_i^T; z_s += phi(k_i);

@@ -83,31 +83,46 @@ void check_common(const P& p, const char* op) {
 
 // computes: per head, for t = 0..T-1: S += phi(k_t) v_t^T, z += phi(k_t),
 // y_t = (phi(q_t)^T S) / (phi(q_t)^T z + eps), continuing from the slot's state.
+// Sequence b of a batch reads q + b*seq_stride_q (...) and owns state slot b.
 void la_prefill(const ops::LaPrefillParams& p) {
   const char* op = "la_prefill";
   check_common(p, op);
-  if (p.n_tokens == 0) return;
+  detail::require_nonneg(p.n_seqs, op, "n_seqs");
+  if (p.n_seqs > 1) {
+    detail::require_nonneg(p.seq_stride_q, op, "seq_stride_q");
+    detail::require_nonneg(p.seq_stride_k, op, "seq_stride_k");
+    detail::require_nonneg(p.seq_stride_v, op, "seq_stride_v");
+    detail::require_nonneg(p.seq_stride_y, op, "seq_stride_y");
+  }
+  if (p.n_tokens == 0 || p.n_seqs == 0) return;
   const int H = p.shape.heads, f = p.shape.feature_dim, hd = p.shape.head_dim;
   const int64_t D = p.shape.state_rows();
   const float* Q = static_cast<const float*>(p.q);
   const float* K = static_cast<const float*>(p.k);
   const float* V = static_cast<const float*>(p.v);
   float* Y = static_cast<float*>(p.y);
-  // Heads are independent (own state, own columns), so they run in parallel;
-  // the tokens of one head are sequential by nature of the recurrence.
+  // (sequence, head) pairs are independent (own state, own columns), so they run in
+  // parallel; the tokens of one head are sequential by nature of the recurrence.
+  const int64_t work = p.n_seqs * H;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 1)
 #endif
-  for (int h = 0; h < H; ++h) {
+  for (int64_t w = 0; w < work; ++w) {
+    const int64_t b = w / H;
+    const int h = int(w % H);
     std::vector<float> phik(D), phiq(D);
     std::vector<double> num(hd);
-    float* S = p.state_s + int64_t(h) * D * hd;
-    float* z = p.state_z + int64_t(h) * D;
+    float* S = p.state_s + (b * H + h) * D * hd;
+    float* z = p.state_z + (b * H + h) * D;
+    const float* Qb = Q + b * p.seq_stride_q;
+    const float* Kb = K + b * p.seq_stride_k;
+    const float* Vb = V + b * p.seq_stride_v;
+    float* Yb = Y + b * p.seq_stride_y;
     for (int64_t t = 0; t < p.n_tokens; ++t) {
-      feature_map(K + t * p.ld_k + int64_t(h) * f, f, phik.data());
-      feature_map(Q + t * p.ld_q + int64_t(h) * f, f, phiq.data());
-      la_step(phik.data(), phiq.data(), V + t * p.ld_v + int64_t(h) * hd, D, hd, p.shape.eps, S,
-              z, Y + t * p.ld_y + int64_t(h) * hd, num.data());
+      feature_map(Kb + t * p.ld_k + int64_t(h) * f, f, phik.data());
+      feature_map(Qb + t * p.ld_q + int64_t(h) * f, f, phiq.data());
+      la_step(phik.data(), phiq.data(), Vb + t * p.ld_v + int64_t(h) * hd, D, hd, p.shape.eps, S,
+              z, Yb + t * p.ld_y + int64_t(h) * hd, num.data());
     }
   }
 }
