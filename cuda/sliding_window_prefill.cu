@@ -17,8 +17,6 @@
 // 64-key tile, for the output dims tx + 16e. Online softmax in fp32 (log2 domain).
 // Keys are rotated in fp32 and rounded to the activation dtype (exactly what the ring
 // stores); queries stay fp32.
-#include <cstdlib>
-
 #include "kernels.h"
 #include "sliding_window_common.cuh"
 #include "sliding_window_prefill_tc.cuh"
@@ -231,15 +229,17 @@ cudaError_t run_prefill(const SwaPrefillArgs& a, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-template <class T, int HD, int NW>
+template <class T, int HD>
 cudaError_t run_prefill_tc(const SwaPrefillArgs& a, cudaStream_t stream) {
+  constexpr int kWarps = 8, kBQ = 16 * kWarps;
   static std::atomic<unsigned long long> configured{0};
-  auto kernel = swatc::swa_prefill_tc_kernel<T, HD, NW>;
-  constexpr int kMaxChunks = swatc::max_stage_chunks<HD, NW>();
+  auto kernel = swatc::swa_prefill_tc_kernel<T, HD, kWarps>;
+  constexpr int kMaxChunks = swatc::max_stage_chunks<HD>();
   cudaError_t e = ensure_smem(kernel, swatc::stage_bytes<HD>(kMaxChunks), configured);
   if (e != cudaSuccess) return e;
-  const int nch = (a.window + 15) / 16 + NW;
+  const int nch = (a.window + 15) / 16 + kWarps;
   const int chunks = nch < kMaxChunks ? nch : kMaxChunks;
+  const int n_tiles = int(ceil_div(a.n_tokens, kBQ));
   const int64_t n_write = a.n_tokens < a.ring ? a.n_tokens : a.ring;
   // ring rows read: positions [start_pos - n_hist, start_pos); written: the last n_write of
   // [start_pos, start_pos + T). Disjoint modulo R when the two spans fit in R rows together.
@@ -247,25 +247,14 @@ cudaError_t run_prefill_tc(const SwaPrefillArgs& a, cudaStream_t stream) {
   const bool fuse = n_hist == 0 || a.n_tokens + n_hist <= a.ring;
   swatc::Args ta{a.qkv, a.ld_qkv, a.out, a.ld_out, a.n_tokens, a.start_pos, a.ring_k, a.ring_v,
                  a.heads, a.window, a.ring, a.base, a.scale_log2,
-                 int(ceil_div(a.n_tokens, 16 * NW)), chunks, fuse ? 1 : 0, a.n_tokens - n_write};
-  const int64_t blocks = int64_t(ta.n_tiles) * a.heads;
+                 n_tiles, chunks, fuse ? 1 : 0, a.n_tokens - n_write};
+  const int64_t blocks = int64_t(n_tiles) * a.heads;
   if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
-  kernel<<<unsigned(blocks), 32 * NW, swatc::stage_bytes<HD>(chunks), stream>>>(ta);
+  kernel<<<unsigned(blocks), 32 * kWarps, swatc::stage_bytes<HD>(chunks), stream>>>(ta);
   e = cudaGetLastError();
   if (e != cudaSuccess || fuse) return e;
   swa_ring_write_kernel<T><<<unsigned(n_write), 256, 0, stream>>>(a, a.n_tokens - n_write);
   return cudaGetLastError();
-}
-
-/// Warps per CTA of the tensor-core kernel (4: 64-query tiles; 8: 128-query tiles).
-/// BASED_CORE_SWA_WARPS=4|8 overrides the choice (tuning).
-int tc_warps(int hd) {
-  static const int env = [] {
-    const char* v = std::getenv("BASED_CORE_SWA_WARPS");
-    return v ? std::atoi(v) : 0;
-  }();
-  if (env == 4 || env == 8) return env;
-  return hd <= 64 ? 8 : 4;
 }
 
 /// The tensor-core kernel takes 2-byte activations at head dims 64/112/128 with RoPE over the
@@ -291,12 +280,11 @@ cudaError_t launch_swa_prefill(const ops::SwaPrefillParams& p, cudaStream_t stre
                    s.heads, s.head_dim, s.rotary_dim, s.window, s.ring_size, s.rope_base,
                    s.scale * kLog2e};
   if (tc_ok(p)) {
-    const bool w8 = tc_warps(s.head_dim) == 8;
     auto tc = [&](auto tag) -> cudaError_t {
       using T = decltype(tag);
-      if (s.head_dim == 64) return w8 ? run_prefill_tc<T, 64, 8>(a, stream) : run_prefill_tc<T, 64, 4>(a, stream);
-      if (s.head_dim == 112) return w8 ? run_prefill_tc<T, 112, 8>(a, stream) : run_prefill_tc<T, 112, 4>(a, stream);
-      return w8 ? run_prefill_tc<T, 128, 8>(a, stream) : run_prefill_tc<T, 128, 4>(a, stream);
+      if (s.head_dim == 64) return run_prefill_tc<T, 64>(a, stream);
+      if (s.head_dim == 112) return run_prefill_tc<T, 112>(a, stream);
+      return run_prefill_tc<T, 128>(a, stream);
     };
     return p.dtype == DType::BF16 ? tc(__nv_bfloat16{}) : tc(__half{});
   }

@@ -3,7 +3,9 @@
 // m16n8k16. Included by sliding_window_prefill.cu, which keeps the CUDA-core kernel for fp32
 // and the other shapes.
 //
-// One CTA of NW warps per (16*NW-query tile, head); warp w owns tile rows 16w..16w+15. Key
+// One CTA of NW warps per (16*NW-query tile, head); warp w owns tile rows 16w..16w+15 (the
+// launcher uses NW = 8: on the H100, 128-query tiles beat 64-query ones at every head dim
+// here, as each key row is loaded and rotated for 128 queries instead of 64). Key
 // rows are indexed relative to kbeg = p0 - W (p0: position of the tile's first query), so the
 // band of tile row r is the relative rows [r, r + W] and warp w needs the 16-row chunks
 // w .. w + (W+15)/16: always chunk-aligned, whatever W is. The chunks of all warps cover the
@@ -54,10 +56,8 @@ template <int HD> struct Layout {
 
 /// Shared-memory bytes of a stage of `chunks` 16-row chunks (K and V).
 template <int HD> constexpr int stage_bytes(int chunks) { return 2 * chunks * 16 * Layout<HD>::kLd * 2; }
-/// Most chunks per stage: K and V in ~96 KB (4 warps) or ~200 KB (8 warps).
-template <int HD, int NW> constexpr int max_stage_chunks() {
-  return ((NW > 4 ? 200 : 96) * 1024) / stage_bytes<HD>(1);
-}
+/// Most chunks per stage: K and V in <= 200 KB (50 chunks at hd 64, 26 at hd 112, 25 at hd 128).
+template <int HD> constexpr int max_stage_chunks() { return (200 * 1024) / stage_bytes<HD>(1); }
 
 struct Args {
   const void* qkv;
@@ -176,8 +176,9 @@ template <int HD> struct WarpAcc {
 /// query rows (tile rows wr..wr+15; this lane's r0 and r0 + 8): S = Q K^T, band mask,
 /// online softmax, O += P V.
 template <class T, int HD, int N>
-__device__ __forceinline__ void attend_group(const T* Ks, const T* Vs, int rb, int jc, const uint32_t (&qa)[HD / 16][4],
-                                             WarpAcc<HD>& acc, int lane, int wr, int r0, int W, int clip) {
+__device__ __forceinline__ void attend_group(const T* Ks, const T* Vs, int rb, int jc,
+                                             const uint32_t (&qa)[HD / 16][4], WarpAcc<HD>& acc, int lane, int wr,
+                                             int r0, int W, int clip) {
   using L = Layout<HD>;
   constexpr int kK = HD / 16;
   const int t4 = lane & 3;
@@ -261,19 +262,169 @@ __device__ __forceinline__ void attend_group(const T* Ks, const T* Vs, int rb, i
   }
 }
 
+/// A warp's chunks [ca, cb) (chunk ca at shared row rb, the others following; chunk c at
+/// relative key rows 16c..), in groups of <= 3 of balanced sizes.
+template <class T, int HD>
+__device__ __forceinline__ void attend_chunks(const T* Ks, const T* Vs, int ca, int cb, int rb,
+                                              const uint32_t (&qa)[HD / 16][4], WarpAcc<HD>& acc, int lane, int wr,
+                                              int r0, int W, int clip) {
+  if (cb <= ca) return;
+  const int len = cb - ca, ng = (len + 2) / 3, base = len / ng, extra = len - base * ng;
+  int c = ca;
+#pragma unroll 1
+  for (int gi = 0; gi < ng; ++gi) {
+    const int n = base + (gi < extra ? 1 : 0);
+    switch (n) {
+      case 1: attend_group<T, HD, 1>(Ks, Vs, rb, 16 * c, qa, acc, lane, wr, r0, W, clip); break;
+      case 2: attend_group<T, HD, 2>(Ks, Vs, rb, 16 * c, qa, acc, lane, wr, r0, W, clip); break;
+      default: attend_group<T, HD, 3>(Ks, Vs, rb, 16 * c, qa, acc, lane, wr, r0, W, clip); break;
+    }
+    c += n;
+    rb += 16 * n;
+  }
+}
+
+/// Q A fragments from a lane's raw columns x[rh][m][e] (rows r0 + 8 rh at positions pos[rh],
+/// column 8m + 2 t4 + e): rotate-half pairs (m, m + kC/2) rotated in fp32, times scale, to T.
+template <class T, int HD>
+__device__ __forceinline__ void q_fragments(float (&x)[2][HD / 8][2], const float (&pos)[2], const float* invf,
+                                            int t4, float scale, uint32_t (&qa)[HD / 16][4]) {
+  constexpr int kC = HD / 8, kH = kC / 2;
+#pragma unroll
+  for (int rh = 0; rh < 2; ++rh)
+#pragma unroll
+    for (int m = 0; m < kH; ++m) {
+      const float2 f = *reinterpret_cast<const float2*>(invf + 8 * m + 2 * t4);
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        float sn, cs;
+        fast_sincos(__fmul_rn(pos[rh], e ? f.y : f.x), sn, cs);
+        const float lo = x[rh][m][e], hi = x[rh][m + kH][e];
+        x[rh][m][e] = lo * cs - hi * sn;
+        x[rh][m + kH][e] = hi * cs + lo * sn;
+      }
+    }
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int rh = e & 1, m = 2 * kk + (e >> 1);
+      qa[kk][e] = pack2<T>(x[rh][m][0] * scale, x[rh][m][1] * scale);
+    }
+}
+
+/// Rotates, in place, the shared K rows [ra, rb), row i at position pos0 + i. 8 lanes = 8
+/// consecutive rows of one chunk pair (conflict-free 16-byte accesses).
+template <class T, int HD, int kThreads>
+__device__ __forceinline__ void rotate_rows(T* Ks, int ra, int rb, int64_t pos0, const float* invf,
+                                            int tid) {
+  using L = Layout<HD>;
+  constexpr int kH = HD / 16;
+  const int n = rb > ra ? ((rb - ra + 7) >> 3) * 8 * kH : 0;
+  for (int idx = tid; idx < n; idx += kThreads) {
+    const int g8 = idx >> 3, m = g8 % kH, i = ra + (g8 / kH) * 8 + (idx & 7);
+    if (i >= rb) continue;
+    const float pos = float(pos0 + i);
+    uint4* pa = reinterpret_cast<uint4*>(Ks + L::off(i, m));
+    uint4* pb = reinterpret_cast<uint4*>(Ks + L::off(i, m + kH));
+    const uint4 ua = *pa, ub = *pb;
+    const float4 fa = *reinterpret_cast<const float4*>(invf + 8 * m);
+    const float4 fb = *reinterpret_cast<const float4*>(invf + 8 * m + 4);
+    uint4 va, vb;
+    rope2<T>(ua.x, ub.x, pos, fa.x, fa.y, va.x, vb.x);
+    rope2<T>(ua.y, ub.y, pos, fa.z, fa.w, va.y, vb.y);
+    rope2<T>(ua.z, ub.z, pos, fb.x, fb.y, va.z, vb.z);
+    rope2<T>(ua.w, ub.w, pos, fb.z, fb.w, va.w, vb.w);
+    *pa = va;
+    *pb = vb;
+  }
+}
+
+/// o / l of the warp's rows r0, r0 + 8 (tile rows; those < nq) to out rows q0 + r.
+template <class T, int HD>
+__device__ __forceinline__ void store_out(const WarpAcc<HD>& acc, T* out, int64_t ld_out, int64_t q0, int r0, int nq,
+                                          int h, int t4) {
+#pragma unroll
+  for (int rh = 0; rh < 2; ++rh) {
+    float l = acc.l[rh];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const int r = r0 + rh * 8;
+    if (r < nq) {
+      const float inv = 1.f / l;
+      T* dst = out + (q0 + r) * ld_out + int64_t(h) * HD + 2 * t4;
+#pragma unroll
+      for (int nn = 0; nn < HD / 8; ++nn)
+        *reinterpret_cast<uint32_t*>(dst + 8 * nn) = pack2<T>(acc.o[nn][2 * rh] * inv, acc.o[nn][2 * rh + 1] * inv);
+    }
+  }
+}
+
+/// Ring rows (p % R) <- post-RoPE k_p and v_p of tokens [t_lo, t_hi) of head h, with the exact
+/// RoPE of the decode kernel.
+template <class T, int HD, int kThreads>
+__device__ __forceinline__ void write_ring(const Args& a, const float* invf, int64_t t_lo, int64_t t_hi, int h,
+                                           int tid) {
+  const int nt = int(t_hi - t_lo);
+  if (nt <= 0) return;
+  const T* qkv = static_cast<const T*>(a.qkv);
+  T* rk = static_cast<T*>(a.ring_k);
+  T* rv = static_cast<T*>(a.ring_v);
+  constexpr int kHalf = HD / 2;
+  const int64_t koff = int64_t(a.heads + h) * HD, voff = int64_t(2 * a.heads + h) * HD;
+  for (int idx = tid; idx < nt * kHalf; idx += kThreads) {
+    const int tt = idx / kHalf, d = idx - tt * kHalf;
+    const int64_t t = t_lo + tt, pos = a.start_pos + t;
+    const T* row = qkv + t * a.ld_qkv;
+    const int64_t base = ((pos % a.ring) * a.heads + h) * int64_t(HD);
+    float lo, hi;
+    rope_pair_exact(row + koff, d, kHalf, invf[d], pos, lo, hi);
+    rk[base + d] = from_f<T>(lo);
+    rk[base + d + kHalf] = from_f<T>(hi);
+    rv[base + d] = row[voff + d];
+    rv[base + d + kHalf] = row[voff + d + kHalf];
+  }
+}
+
+/// cp.async of one K or V 16-byte column per lane over relative key rows [j0, j1) (position
+/// kpos0 + jr) into shared rows jr - j0; positions outside
+/// [0, last_pos] zero-filled; rows before start_pos from the ring, the others from qkv.
+template <class T, int HD, int kThreads>
+__device__ __forceinline__ void load_kv_rows(const Args& a, T* dst, const T* ring, int64_t col_off, int h,
+                                             int64_t kpos0, int j0, int j1, int tid) {
+  using L = Layout<HD>;
+  constexpr int kC = HD / 8, kCP = kC <= 8 ? 8 : 16, kRP = kThreads / kCP;
+  static_assert(kRP % 8 == 0, "the swizzle of a load lane's rows must not change");
+  const int lc = tid % kCP, lr = tid / kCP;
+  if (lc >= kC) return;
+  const T* qkv = static_cast<const T*>(a.qkv);
+  const int64_t last_pos = a.start_pos + a.n_tokens - 1;
+  int jr = j0 + lr;
+  T* d = dst + L::off(lr, lc);  // + kRP rows per step (the swizzle stays)
+  int64_t pos = kpos0 + jr;
+  int64_t qi = (pos - a.start_pos) * a.ld_qkv + col_off + lc * 8;
+  for (; jr < j1; jr += kRP, pos += kRP, qi += kRP * a.ld_qkv, d += kRP * L::kLd) {
+    const T* src = qkv;
+    bool valid = false;
+    if (pos >= a.start_pos && pos <= last_pos) {
+      src = qkv + qi, valid = true;
+    } else if (pos >= 0 && pos < a.start_pos) {
+      src = ring + (pos % a.ring * a.heads + h) * int64_t(HD) + lc * 8, valid = true;
+    }
+    cp_async16(d, src, valid);
+  }
+}
+
 // computes: o_t = sum_{j=max(0,p-W)}^{p} softmax_j(q_p . k_j * scale) v_j for the (up to)
 // 16*NW queries t of this CTA's tile and head (p = start_pos + t), q and k rotated at their
 // absolute positions (SPEC 2.2); with fuse_ring, also ring row (p % R) <- post-RoPE k_p, v_p
-// for this tile's tokens t >= ring_first_t.
+// for this tile's tokens t >= ring_first_t. Keys in stages of a.stage_chunks chunks.
 template <class T, int HD, int NW>
 __global__ void __launch_bounds__(NW * 32, (HD <= 64 ? 16 : 8) / NW) swa_prefill_tc_kernel(Args a) {
   using L = Layout<HD>;
   constexpr int kThreads = NW * 32, kBQ = NW * 16;
   constexpr int kC = L::kChunks;  // 16-byte chunks per row (8, 14, 16)
-  constexpr int kH = kC / 2;      // rotate-half pairs of chunks (m, m + kH)
   constexpr int kK = HD / 16;     // k16 steps over the head dim, n16 blocks of P V
-  constexpr int kCP = kC <= 8 ? 8 : 16, kRP = kThreads / kCP;  // load lanes per row, row step
-  static_assert(kRP % 8 == 0, "the swizzle of a load lane's rows must not change");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ __align__(16) float invf[HD / 2];
   T* Ks = reinterpret_cast<T*>(smem_raw);
@@ -290,42 +441,20 @@ __global__ void __launch_bounds__(NW * 32, (HD <= 64 ? 16 : 8) / NW) swa_prefill
   const int W = a.window;
   const int64_t p0 = a.start_pos + q0;
   const int64_t kbeg = p0 - W;                       // position of relative key row 0
-  const int nkeys = W + nq;                          // relative rows [0, nkeys) are keys of the tile
   const int clip = kbeg < 0 ? int(-kbeg) : 0;        // relative rows < clip: positions < 0
-  const int hist_end = a.start_pos > kbeg ? int(a.start_pos - kbeg) : 0;  // rows < this: ring
-  const int qlo = clip > hist_end ? clip : hist_end; // rows [qlo, nkeys): this call's qkv rows
   const int nch = (W + 15) / 16 + NW;                // chunks of all warps
   const int wc = (W + 15) / 16 + 1;                  // chunks of one warp
+  const int64_t koff = int64_t(H + h) * HD, voff = int64_t(2 * H + h) * HD;
 
   for (int i = tid; i < HD / 2; i += kThreads) invf[i] = rope_inv_freq(i, HD, a.base);
 
-  const int64_t ld = a.ld_qkv;
-  const int64_t koff = int64_t(H + h) * HD, voff = int64_t(2 * H + h) * HD;
-  // cp.async of relative rows [16 c0, 16 c1) into the stage buffers: K (one group), V (one)
-  const int lc = tid % kCP, lr = tid / kCP;
+  // relative rows [16 c0, 16 c1) into the stage buffers: K (one cp.async group), V (one)
   auto issue_loads = [&](int c0, int c1) {
-#pragma unroll 1
-    for (int part = 0; part < 2; ++part) {
-      if (lc < kC) {
-        const T* ring = static_cast<const T*>(part ? a.ring_v : a.ring_k);
-        T* d = (part ? Vs : Ks) + L::off(lr, lc);
-        int jr = c0 * 16 + lr;
-        int64_t qi = (q0 - W + jr) * ld + (part ? voff : koff) + lc * 8;
-        for (; jr < c1 * 16; jr += kRP, d += kRP * L::kLd, qi += kRP * ld) {
-          const T* src = qkv;
-          bool valid = false;
-          if (jr >= qlo && jr < nkeys) {
-            src = qkv + qi, valid = true;
-          } else if (jr >= clip && jr < hist_end) {
-            src = ring + ((kbeg + jr) % a.ring * H + h) * int64_t(HD) + lc * 8, valid = true;
-          }
-          cp_async16(d, src, valid);
-        }
-      }
-      cp_async_commit();
-    }
+    load_kv_rows<T, HD, kThreads>(a, Ks, static_cast<const T*>(a.ring_k), koff, h, kbeg, 16 * c0, 16 * c1, tid);
+    cp_async_commit();
+    load_kv_rows<T, HD, kThreads>(a, Vs, static_cast<const T*>(a.ring_v), voff, h, kbeg, 16 * c0, 16 * c1, tid);
+    cp_async_commit();
   };
-
   issue_loads(0, a.stage_chunks < nch ? a.stage_chunks : nch);
   __syncthreads();  // invf
 
@@ -333,38 +462,21 @@ __global__ void __launch_bounds__(NW * 32, (HD <= 64 ? 16 : 8) / NW) swa_prefill
   uint32_t qa[kK][4];
   {
     float x[2][kC][2];
+    float pos[2];
 #pragma unroll
     for (int rh = 0; rh < 2; ++rh) {
       const int r = warp * 16 + g + rh * 8;
       const bool ok = r < nq;
-      const T* row = qkv + (q0 + (ok ? r : 0)) * ld + int64_t(h) * HD + 2 * t4;
+      const T* row = qkv + (q0 + (ok ? r : 0)) * a.ld_qkv + int64_t(h) * HD + 2 * t4;
 #pragma unroll
       for (int m = 0; m < kC; ++m) {
         const uint32_t u = ok ? __ldg(reinterpret_cast<const unsigned int*>(row + 8 * m)) : 0u;
         const float2 f = unpack2<T>(u);
         x[rh][m][0] = f.x, x[rh][m][1] = f.y;
       }
-      const float pos = float(p0 + r);
-#pragma unroll
-      for (int m = 0; m < kH; ++m) {
-        const float2 f = *reinterpret_cast<const float2*>(invf + 8 * m + 2 * t4);
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float sn, cs;
-          fast_sincos(__fmul_rn(pos, e ? f.y : f.x), sn, cs);
-          const float lo = x[rh][m][e], hi = x[rh][m + kH][e];
-          x[rh][m][e] = lo * cs - hi * sn;
-          x[rh][m + kH][e] = hi * cs + lo * sn;
-        }
-      }
+      pos[rh] = float(p0 + r);
     }
-#pragma unroll
-    for (int kk = 0; kk < kK; ++kk)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int rh = e & 1, m = 2 * kk + (e >> 1);
-        qa[kk][e] = pack2<T>(x[rh][m][0] * a.scale_log2, x[rh][m][1] * a.scale_log2);
-      }
+    q_fragments<T, HD>(x, pos, invf, t4, a.scale_log2, qa);
   }
 
   WarpAcc<HD> acc;
@@ -385,91 +497,22 @@ __global__ void __launch_bounds__(NW * 32, (HD <= 64 ? 16 : 8) / NW) swa_prefill
     }
     cp_async_wait<1>();  // this thread's K copies have landed
     __syncthreads();
-    {  // rotate this stage's qkv K rows in place: 8 lanes = 8 consecutive rows of one chunk pair
-      const int ra = (qlo > 16 * s0 ? qlo : 16 * s0) - 16 * s0;
-      const int rb = (nkeys < 16 * s1 ? nkeys : 16 * s1) - 16 * s0;
-      const int n = rb > ra ? ((rb - ra + 7) >> 3) * 8 * kH : 0;
-      for (int idx = tid; idx < n; idx += kThreads) {
-        const int g8 = idx >> 3, m = g8 % kH, rr = ra + (g8 / kH) * 8 + (idx & 7);
-        if (rr >= rb) continue;
-        const float pos = float(kbeg + 16 * s0 + rr);
-        uint4* pa = reinterpret_cast<uint4*>(Ks + L::off(rr, m));
-        uint4* pb = reinterpret_cast<uint4*>(Ks + L::off(rr, m + kH));
-        const uint4 ua = *pa, ub = *pb;
-        const float4 fa = *reinterpret_cast<const float4*>(invf + 8 * m);
-        const float4 fb = *reinterpret_cast<const float4*>(invf + 8 * m + 4);
-        uint4 va, vb;
-        rope2<T>(ua.x, ub.x, pos, fa.x, fa.y, va.x, vb.x);
-        rope2<T>(ua.y, ub.y, pos, fa.z, fa.w, va.y, vb.y);
-        rope2<T>(ua.z, ub.z, pos, fb.x, fb.y, va.z, vb.z);
-        rope2<T>(ua.w, ub.w, pos, fb.z, fb.w, va.w, vb.w);
-        *pa = va;
-        *pb = vb;
-      }
+    {  // rotate this stage's rows of positions in [start_pos, last position]
+      const int64_t ps = kbeg + 16 * s0;  // position of the stage's first row
+      const int64_t lo = a.start_pos > ps ? a.start_pos - ps : 0;
+      const int64_t hi = W + nq - 16 * s0;  // rows of positions <= p0 + nq - 1
+      const int rb = int(hi < 16 * (s1 - s0) ? hi : 16 * (s1 - s0));
+      rotate_rows<T, HD, kThreads>(Ks, int(lo < rb ? lo : rb), rb, ps, invf, tid);
     }
     cp_async_wait<0>();
     __syncthreads();
 
     const int ca = wc0 > s0 ? wc0 : s0, cb = wc1 < s1 ? wc1 : s1;
-    if (active && cb > ca) {
-      // groups of <= 3 chunks, sizes as equal as possible
-      const int len = cb - ca, ng = (len + 2) / 3, base = len / ng, extra = len - base * ng;
-      int c = ca;
-#pragma unroll 1
-      for (int gi = 0; gi < ng; ++gi) {
-        const int n = base + (gi < extra ? 1 : 0);
-        const int rb = (c - s0) * 16, jc = c * 16;
-        switch (n) {
-          case 1: attend_group<T, HD, 1>(Ks, Vs, rb, jc, qa, acc, lane, wr, r0, W, clip); break;
-          case 2: attend_group<T, HD, 2>(Ks, Vs, rb, jc, qa, acc, lane, wr, r0, W, clip); break;
-          default: attend_group<T, HD, 3>(Ks, Vs, rb, jc, qa, acc, lane, wr, r0, W, clip); break;
-        }
-        c += n;
-      }
-    }
+    if (active) attend_chunks<T, HD>(Ks, Vs, ca, cb, (ca - s0) * 16, qa, acc, lane, wr, r0, W, clip);
   }
 
-  // ---- output: o / l, rows r0 and r0 + 8
-  if (active) {
-    T* out = static_cast<T*>(a.out);
-#pragma unroll
-    for (int rh = 0; rh < 2; ++rh) {
-      float l = acc.l[rh];
-      l += __shfl_xor_sync(0xffffffffu, l, 1);
-      l += __shfl_xor_sync(0xffffffffu, l, 2);
-      const int r = r0 + rh * 8;
-      if (r < nq) {
-        const float inv = 1.f / l;
-        T* dst = out + (q0 + r) * a.ld_out + int64_t(h) * HD + 2 * t4;
-#pragma unroll
-        for (int nn = 0; nn < 2 * kK; ++nn)
-          *reinterpret_cast<uint32_t*>(dst + 8 * nn) = pack2<T>(acc.o[nn][2 * rh] * inv, acc.o[nn][2 * rh + 1] * inv);
-      }
-    }
-  }
-
-  // ---- ring rows of this tile's last tokens (exact RoPE, as the decode kernel computes it)
-  if (a.fuse_ring) {
-    const int64_t t_lo = a.ring_first_t > q0 ? a.ring_first_t : q0;
-    const int nt = int(q0 + nq - t_lo);
-    if (nt > 0) {
-      T* rk = static_cast<T*>(a.ring_k);
-      T* rv = static_cast<T*>(a.ring_v);
-      constexpr int kHalf = HD / 2;
-      for (int idx = tid; idx < nt * kHalf; idx += kThreads) {
-        const int tt = idx / kHalf, d = idx - tt * kHalf;
-        const int64_t t = t_lo + tt, pos = a.start_pos + t;
-        const T* row = qkv + t * ld;
-        const int64_t base = ((pos % a.ring) * H + h) * int64_t(HD);
-        float lo, hi;
-        rope_pair_exact(row + koff, d, kHalf, invf[d], pos, lo, hi);
-        rk[base + d] = from_f<T>(lo);
-        rk[base + d + kHalf] = from_f<T>(hi);
-        rv[base + d] = row[voff + d];
-        rv[base + d + kHalf] = row[voff + d + kHalf];
-      }
-    }
-  }
+  if (active) store_out<T, HD>(acc, static_cast<T*>(a.out), a.ld_out, q0, r0, nq, h, t4);
+  if (a.fuse_ring) write_ring<T, HD, kThreads>(a, invf, a.ring_first_t > q0 ? a.ring_first_t : q0, q0 + nq, h, tid);
 }
 
 }  // namespace swatc

@@ -355,6 +355,19 @@ TEST_CASE("swa_prefill: banded softmax with RoPE, history from the ring, ring re
           }
 }
 
+// 16 heads x 4100 tokens (more CTAs than fit on the GPU at once, as in the M3 bench).
+TEST_CASE("swa_prefill: 16 heads, long sequence") {
+  NEED_GPU();
+  std::mt19937 g(29);
+  for (DType t : {DType::BF16, DType::F16})
+    for (int hd : {64, 112})
+      for (int window : {64, 128})
+        for (int start : {0, 150}) {
+          const SwaCfg c{16, hd, hd, window, window + 1};
+          check_swa_prefill_case(be, g, t, c, 4100, start);
+        }
+}
+
 // Windows that are not multiples of 16 and windows whose keys do not fit in one shared-memory
 // stage (W 1000: 67 chunks of 16 rows, in stages of 24 at hd 64 and 12 at hd 112/128).
 TEST_CASE("swa_prefill: any window, multi-stage key tiles, history shorter than the window") {
