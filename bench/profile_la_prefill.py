@@ -1,13 +1,10 @@
-"""Where the LA prefill op's time goes (PERFORMANCE.md M1): GPU kernel time (CUPTI) of
-based_core.ops.la_prefill on [B, T, H, *] bf16 inputs, for the Hopper wgmma kernel and the
-mma.sync kernel (BASED_CORE_LA_PREFILL=mma), and for the wgmma kernel with phases switched off
-through BASED_CORE_LA_PREFILL_PROF (a debugging knob: the output is then wrong, only the time
-means something; the difference to the full kernel is what the phase costs on the critical path).
+"""LA prefill op kernels side by side (PERFORMANCE.md M1): GPU kernel time (CUPTI) of
+based_core.ops.la_prefill on [B, T, H, *] bf16 inputs for each kernel variant the library has
+(BASED_CORE_LA_PREFILL: the Hopper wgmma kernel by default, "mma" the mma.sync kernel), with
+the relative error of sequence 0 vs the fp64 reference.
 
     python3 bench/profile_la_prefill.py [--configs 16x8192x64 1x8192x64] [--iters 20]
     python3 bench/profile_la_prefill.py --once 16x8192x64   # one call of each kernel (for ncu)
-
-Each line: config, variant, median ms, relative error of sequence 0 vs fp64 (full variants).
 """
 
 import argparse
@@ -22,26 +19,7 @@ import common  # noqa: E402
 from based_core import reference as R  # noqa: E402
 
 F = 16
-# prof bits (cuda/linear_attention_prefill_wg.cuh)
-NO_Q, NO_K, NO_GRAM, NO_KAPPA, NO_SEXT, NO_READOUT, NO_UPDATE, NO_Y, NO_LOADS = (1 << i for i in range(9))
-GEN = NO_Q | NO_K | NO_GRAM | NO_KAPPA | NO_SEXT
-VARIANTS = [
-    ("wgmma", "", 0),
-    ("mma.sync (old)", "mma", 0),
-    ("wgmma - phi_q", "", NO_Q),
-    ("wgmma - phi_k", "", NO_K),
-    ("wgmma - gram/z", "", NO_GRAM),
-    ("wgmma - kappa", "", NO_KAPPA),
-    ("wgmma - S_ext", "", NO_SEXT),
-    ("wgmma - readout mma", "", NO_READOUT),
-    ("wgmma - update mma", "", NO_UPDATE),
-    ("wgmma - y store", "", NO_Y),
-    ("wgmma - next loads", "", NO_LOADS),
-    ("only loads + y", "", GEN | NO_READOUT | NO_UPDATE),
-    ("only generation", "", NO_READOUT | NO_UPDATE | NO_Y | NO_LOADS),
-    ("only tensor mma", "", GEN | NO_Y | NO_LOADS),
-    ("only generation + mma", "", NO_Y | NO_LOADS),
-]
+VARIANTS = [("wgmma", ""), ("mma.sync", "mma")]
 
 
 def parse(c):
@@ -49,9 +27,8 @@ def parse(c):
     return B, T, dv
 
 
-def setenv(kernel, prof):
+def setenv(kernel):
     os.environ["BASED_CORE_LA_PREFILL"] = kernel
-    os.environ["BASED_CORE_LA_PREFILL_PROF"] = str(prof)
 
 
 def main():
@@ -77,25 +54,23 @@ def main():
             return ops.la_prefill(q, k, v, S, z)
 
         if a.once:
-            for kern in ("", "mma"):
-                setenv(kern, 0)
+            for _, kern in VARIANTS:
+                setenv(kern)
                 call()
             continue
         y_ref, S_ref, _ = R.linear_attention_prefill(q[0].double(), k[0].double(), v[0].double(), F)
-        for name, kern, prof in VARIANTS:
-            setenv(kern, prof)
-            err = ""
-            if prof == 0:
-                S.zero_()
-                z.zero_()
-                y = torch.from_dlpack(call())[0]
-                err = f"{max(common.rel_err(y, y_ref), common.rel_err(S[0], S_ref)):.2e}"
+        for name, kern in VARIANTS:
+            setenv(kern)
+            S.zero_()
+            z.zero_()
+            y = torch.from_dlpack(call())[0]
+            err = f"{max(common.rel_err(y, y_ref), common.rel_err(S[0], S_ref)):.2e}"
             ms, how = common.time_kernels(call, True, 3, a.iters, skip_names=())
             med = common.summarize(ms)["median"]
-            print(f"{c:>12} {name:<24} {med:8.4f} ms  {err:>9}  ({how})", flush=True)
+            print(f"{c:>12} {name:<32} {med:8.4f} ms  {err:>9}  ({how})", flush=True)
         del q, k, v, S, z
         common.free_memory(True)
-    setenv("", 0)
+    setenv("")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,12 @@
 // fp16 keeps the operands that grow with the sequence (S, z, kappa) scaled by 2^-8; the ratio
 // cancels it.
 //
+// Measured on the H100 (B16 H16 L8192 hd64, bench/profile_la_prefill.py): 0.59 ms against 0.95 ms
+// for the mma.sync kernel. Tried and slower: a two-phase software pipeline (update(c - 1) and
+// readout(c) in flight under the generation units, kappa in shared memory, q / k through
+// registers) ran 0.71 ms, and 0.98 ms with cp.async.bulk.prefetch.L2 of the chunk after next;
+// branches around wgmma issue (even warp-uniform ones) make ptxas serialize every wgmma (C7515).
+//
 // Short batches (few sequence-head rows) split the sequence into segments: pass A computes each
 // segment's state contribution (update only), a scan turns them into prefix states (from the
 // incoming state), pass B runs the full recurrence per segment from its prefix; only the last
@@ -405,17 +411,13 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) la_wg_kernel(cons
 #pragma unroll 1
     for (unsigned m = my_units; m; m &= m - 1) {
       const int u = __ffs(m) - 1;
-      if (u >= kUnitGram) {
-        if (!(a.prof & kProfNoGram)) unit_gram<T, DELTA, NWG>(sm, L, zb, nvalid, lane);
-      } else if (u >= kUnitK) {
-        if (!(a.prof & kProfNoK)) unit_k<T>(sm, L, u - kUnitK, lane);
-      } else if (!DELTA && !(a.prof & kProfNoQ)) {
-        unit_q<T>(sm, L, u - kUnitQ, lane);
-      }
+      if (u >= kUnitGram) unit_gram<T, DELTA, NWG>(sm, L, zb, nvalid, lane);
+      else if (u >= kUnitK) unit_k<T>(sm, L, u - kUnitK, lane);
+      else if (!DELTA) unit_q<T>(sm, L, u - kUnitQ, lane);
     }
     uint32_t ka[4][4] = {};
     if constexpr (!DELTA) {
-      if (!(a.prof & kProfNoKappa)) kappa_frags<T>(sm, L, wl, lane, ka);
+      kappa_frags<T>(sm, L, wl, lane, ka);
       // S_ext rows 8 + 16 wl + (0..15) of warpgroup wg: this warp's state (previous chunks), 16-bit
       unsigned char* sx = sm + L.sext + wg * (kNR / 8) * kSboS;
       const int mi = lane >> 3, r8 = lane & 7;
@@ -423,8 +425,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) la_wg_kernel(cons
       constexpr float sg = sigma<T>();
 #pragma unroll
       for (int ni = 0; ni < 20; ni += 2)
-        if (!(a.prof & kProfNoSext))
-          stsm4(row + ni * 128, pack2<T>(sg * acc[4 * ni], sg * acc[4 * ni + 1]),
+        stsm4(row + ni * 128, pack2<T>(sg * acc[4 * ni], sg * acc[4 * ni + 1]),
               pack2<T>(sg * acc[4 * ni + 2], sg * acc[4 * ni + 3]), pack2<T>(sg * acc[4 * ni + 4], sg * acc[4 * ni + 5]),
               pack2<T>(sg * acc[4 * ni + 6], sg * acc[4 * ni + 7]));
     }
@@ -435,7 +436,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) la_wg_kernel(cons
     const bool has_next = c + 1 < nchunks;
     const int nv_next = has_next ? int(min64(kC, tend - t0 - kC)) : 0;
     uint4 kpre = make_uint4(0, 0, 0, 0);
-    if (has_next && !(a.prof & kProfNoLoads)) {
+    if (has_next) {
       issue_loads<T, DELTA, NWG>(a, qb, kb, vb, sm, L, sm + L.vext + (zb ^ 1) * L.vext_bytes, h, t0 + kC, nv_next, tid,
                                  vw);
       kpre = kt_load<T>(a, kb, h, t0 + kC, nv_next, tid);
@@ -457,7 +458,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) la_wg_kernel(cons
 #pragma unroll
     for (int i = 0; i < 80; ++i) reg_fence(acc[i]);
     wgmma_fence();
-    if (!DELTA && !(a.prof & kProfNoReadout)) {
+    if constexpr (!DELTA) {
       const uint64_t dq = make_desc(sm + L.phq, 128, kSboQ);
       const uint64_t ds = make_desc(sm + L.sext + wg * (kNR / 8) * kSboS, 128, kSboS);
       const uint64_t dv = make_desc(vcur + wg * (kNR / 8) * kSboV, 128, kSboV);
@@ -466,7 +467,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) la_wg_kernel(cons
 #pragma unroll
       for (int js = 0; js < 4; ++js) Wg<T>::rs72t(o, ka[js], dv + 16 * js, 1);
     }
-    if (!(a.prof & kProfNoUpdate)) {
+    {
       const uint64_t dh = make_desc(sm + L.phk_hi, 128, kSboK), dl = make_desc(sm + L.phk_lo, 128, kSboK);
 #pragma unroll
       for (int js = 0; js < 4; ++js) Wg<T>::rs160(acc, vt[js], dh + 16 * js, 1);
@@ -481,7 +482,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) la_wg_kernel(cons
     for (int i = 0; i < 36; ++i) reg_fence(o[i]);
 
     // 3. y = numerators / denominator (columns 0, 1 of O), staged for 16-byte stores
-    if (!DELTA && !(a.prof & kProfNoY)) {
+    if constexpr (!DELTA) {
       if (NWG == 1) wg_barrier(0);  // the stage overlays phi_q, which every warp's wgmma reads
       const int src = lane & ~3;
       const float d0 = __shfl_sync(0xffffffffu, o[0] + o[1], src), d1 = __shfl_sync(0xffffffffu, o[2] + o[3], src);
@@ -505,7 +506,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) la_wg_kernel(cons
           *reinterpret_cast<uint4*>(Y + int64_t(t) * a.ld_y + col) = lds128(stage + rr * (kLdStage * 2) + ch * 16);
       }
     }
-    if (has_next && !(a.prof & kProfNoLoads)) kt_store<T>(sm, L, kpre, nv_next, tid);
+    if (has_next) kt_store<T>(sm, L, kpre, nv_next, tid);
     cp_async_wait_all();
     fence_proxy_async();
     __syncthreads();
@@ -674,7 +675,8 @@ cudaError_t launch_la_prefill_wg(const ops::LaPrefillParams& p, cudaStream_t str
                   (!multi || (p.seq_stride_q % 8 == 0 && p.seq_stride_k % 8 == 0 && p.seq_stride_v % 8 == 0 &&
                               p.seq_stride_y % 8 == 0)) &&
                   p.n_tokens > 0;
-  const char* env = std::getenv("BASED_CORE_LA_PREFILL");  // "mma": the mma.sync kernel (comparison)
+  // BASED_CORE_LA_PREFILL=mma runs the mma.sync kernel (linear_attention_prefill_tc.cu) instead: comparisons
+  const char* env = std::getenv("BASED_CORE_LA_PREFILL");
   if (!ok || (env && std::strcmp(env, "mma") == 0) || !la_wg_available()) return cudaSuccess;
   *handled = true;
   const int nwg = sh.head_dim <= 64 ? 1 : 2, nw = 4 * nwg;
@@ -684,8 +686,6 @@ cudaError_t launch_la_prefill_wg(const ops::LaPrefillParams& p, cudaStream_t str
   a.ss_q = p.seq_stride_q, a.ss_k = p.seq_stride_k, a.ss_v = p.seq_stride_v, a.ss_y = p.seq_stride_y;
   a.S = p.state_s, a.z = p.state_z, a.heads = sh.heads, a.hd = sh.head_dim;
   a.eps = sh.eps;
-  const char* prof = std::getenv("BASED_CORE_LA_PREFILL_PROF");
-  a.prof = prof ? std::atoi(prof) : 0;
 
   // segments: enough CTAs to fill the GPU when there are few (sequence, head) rows, >= 4 chunks each
   const int64_t chunks = (p.n_tokens + kC - 1) / kC;

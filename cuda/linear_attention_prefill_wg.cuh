@@ -100,12 +100,8 @@ struct WgArgs {
   float* ws;  // [n_seg][n_seqs * H][ws_row_floats(NW)] (segmented runs only)
   int heads, hd;
   float eps;
-  int prof;  // profiling knob (BASED_CORE_LA_PREFILL_PROF): bits switch phases off (wrong output)
   unsigned units[kMaxWarps];  // generation units of each warp (bit u)
 };
-// prof bits
-constexpr int kProfNoQ = 1, kProfNoK = 2, kProfNoGram = 4, kProfNoKappa = 8, kProfNoSext = 16, kProfNoReadout = 32,
-              kProfNoUpdate = 64, kProfNoY = 128, kProfNoLoads = 256;
 
 // ---- PTX wrappers ----
 /// wgmma shared-memory matrix descriptor, no swizzle (layout type 0).
