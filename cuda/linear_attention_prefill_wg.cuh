@@ -26,17 +26,10 @@ namespace cuda {
 namespace lawg {
 
 using namespace lasym;
-using latc::cp_async16;
-using latc::cp_async_commit;
 using latc::cp_async_wait_all;
 using latc::ldsm2;
-using latc::ldsm4;
-using latc::ldsm4t;
 using latc::load_row16;
 using latc::min64;
-using latc::mma;
-using latc::pack2;
-using latc::saddr;
 using latc::sigma;
 
 constexpr int kC = 64;             // tokens per chunk
