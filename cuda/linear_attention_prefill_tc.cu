@@ -26,11 +26,11 @@
 // state contribution (update only), a scan turns them into prefix states (starting from the
 // incoming state) in the workspace, pass B runs the full recurrence per segment from its prefix;
 // only the last segment writes S and z back.
-#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <type_traits>
 
+#include "linear_attention_prefill_plan.h"
 #include "linear_attention_prefill_tc.cuh"
 
 namespace based_core {
@@ -304,28 +304,15 @@ __global__ void __launch_bounds__(256) la_tc_scan_kernel(const TcArgs a) {
   }
 }
 
-/// Greedy longest-first assignment of the generation units to the warps (bit masks).
+/// Which warp generates which units (bit masks), longest first onto the least loaded warp.
 void assign_units(int nt, bool delta, unsigned* units) {
   int cost[kUnits], load[kMaxWarps] = {};
-  bool done[kUnits] = {};
   for (int u = 0; u < kUnits; ++u) {  // rough instructions per lane
     if (u < kUnitQ) cost[u] = delta ? 0 : 60 + 60 * (u + 1);
     else if (u < kUnitK) cost[u] = delta ? 0 : 450;
     else cost[u] = 110;
   }
-  for (int w = 0; w < kMaxWarps; ++w) units[w] = 0;
-  for (;;) {
-    int best = -1;
-    for (int u = 0; u < kUnits; ++u)
-      if (!done[u] && cost[u] > 0 && (best < 0 || cost[u] > cost[best])) best = u;
-    if (best < 0) break;
-    int wmin = 0;
-    for (int w = 1; w < nt; ++w)
-      if (load[w] < load[wmin]) wmin = w;
-    units[wmin] |= 1u << best;
-    load[wmin] += cost[best];
-    done[best] = true;
-  }
+  assign_units_greedy(cost, kUnits, load, nt, kMaxWarps, units);
 }
 
 template <class T, bool DELTA, int MAXW>
@@ -342,15 +329,6 @@ template <class T, bool DELTA>
 cudaError_t launch_tc_any(const TcArgs& a, dim3 grid, cudaStream_t stream) {
   return a.nt <= kMinWarps ? launch_tc<T, DELTA, kMinWarps>(a, grid, stream)
                            : launch_tc<T, DELTA, kMaxWarps>(a, grid, stream);
-}
-
-int sm_count() {
-  int dev = 0, n = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-    cudaGetLastError();
-    return 132;
-  }
-  return n;
 }
 
 std::size_t la_prefill_tc_segment_bytes(int64_t rows, int head_dim) {
@@ -377,25 +355,12 @@ cudaError_t launch_la_prefill_tc(const ops::LaPrefillParams& p, cudaStream_t str
   a.S = p.state_s, a.z = p.state_z, a.heads = sh.heads, a.hd = sh.head_dim, a.nt = sh.head_dim / 16;
   a.eps = sh.eps;
 
-  // segments: enough CTAs to fill the GPU when there are few (sequence, head) rows, >= 4 chunks each
-  const int64_t chunks = (p.n_tokens + kC - 1) / kC;
   const int64_t rows = int64_t(sh.heads) * p.n_seqs;
-  int n_seg = 1;
-  if (workspace) {
-    static std::atomic<int> sms{0};
-    if (sms.load() == 0) sms.store(sm_count());
-    const int per_sm = a.nt <= kMinWarps ? 2 : 1;  // resident CTAs per SM (registers, smem)
-    const int64_t target = int64_t(sms.load()) * per_sm / rows;
-    const int64_t by_len = chunks / 4;
-    const int64_t by_ws = int64_t(workspace_bytes / la_prefill_tc_segment_bytes(rows, sh.head_dim));
-    int64_t ns = std::min({target, by_len, by_ws, int64_t(4096)});
-    if (ns > 1) {
-      const int64_t seg_chunks = (chunks + ns - 1) / ns;
-      n_seg = int((chunks + seg_chunks - 1) / seg_chunks);
-      a.seg_len = seg_chunks * kC;
-    }
-  }
-  if (n_seg == 1) a.seg_len = chunks * kC;
+  const int per_sm = a.nt <= kMinWarps ? 2 : 1;  // resident CTAs per SM (registers, smem)
+  const SegmentPlan plan = plan_segments(p.n_tokens, kC, rows, per_sm, workspace, workspace_bytes,
+                                         la_prefill_tc_segment_bytes(rows, sh.head_dim));
+  const int n_seg = plan.n_seg;
+  a.seg_len = plan.seg_len;
   a.n_seg = n_seg;
   a.ws = static_cast<float*>(workspace);
 

@@ -34,7 +34,6 @@
 // segment's state contribution (update only), a scan turns them into prefix states (from the
 // incoming state), pass B runs the full recurrence per segment from its prefix; only the last
 // segment writes S and z back.
-#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -42,6 +41,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "linear_attention_prefill_plan.h"
 #include "linear_attention_prefill_wg.cuh"
 
 namespace based_core {
@@ -592,32 +592,17 @@ __global__ void la_wg_probe(int* out) {
 #endif
 }
 
-/// Greedy longest-first assignment of the generation units to the warps (bit masks), on top of
-/// each warp's fixed work (its kappa block and S_ext rows).
+/// Which warp generates which units (bit masks), longest first onto the least loaded warp, on
+/// top of each warp's fixed work (its kappa block and S_ext rows).
 void assign_units(int nw, bool delta, unsigned* units) {
   int cost[kUnits], load[kMaxWarps] = {};
-  bool done[kUnits] = {};
   for (int u = 0; u < kUnits; ++u) {  // rough instructions per lane
     if (u < kUnitK) cost[u] = delta ? 0 : 170;
     else if (u < kUnitGram) cost[u] = 90;
     else cost[u] = delta ? 60 : 90;
   }
-  for (int w = 0; w < kMaxWarps; ++w) {
-    units[w] = 0;
-    if (!delta && w < nw) load[w] = 55 + 10 + 30 * ((w & 3) + 1);
-  }
-  for (;;) {
-    int best = -1;
-    for (int u = 0; u < kUnits; ++u)
-      if (!done[u] && cost[u] > 0 && (best < 0 || cost[u] > cost[best])) best = u;
-    if (best < 0) break;
-    int wmin = 0;
-    for (int w = 1; w < nw; ++w)
-      if (load[w] < load[wmin]) wmin = w;
-    units[wmin] |= 1u << best;
-    load[wmin] += cost[best];
-    done[best] = true;
-  }
+  for (int w = 0; w < nw && !delta; ++w) load[w] = 55 + 10 + 30 * ((w & 3) + 1);
+  assign_units_greedy(cost, kUnits, load, nw, kMaxWarps, units);
 }
 
 template <class T, bool DELTA, int NWG>
@@ -628,15 +613,6 @@ cudaError_t launch_wg(const WgArgs& a, dim3 grid, cudaStream_t stream) {
   if (e != cudaSuccess) return e;
   la_wg_kernel<T, DELTA, NWG><<<grid, 128 * NWG, smem, stream>>>(a);
   return cudaGetLastError();
-}
-
-int sm_count() {
-  int dev = 0, n = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-    cudaGetLastError();
-    return 132;
-  }
-  return n;
 }
 
 /// This device runs la_wg_kernel: compute capability 9.0 and the kernels compiled for sm_90a.
@@ -687,25 +663,12 @@ cudaError_t launch_la_prefill_wg(const ops::LaPrefillParams& p, cudaStream_t str
   a.S = p.state_s, a.z = p.state_z, a.heads = sh.heads, a.hd = sh.head_dim;
   a.eps = sh.eps;
 
-  // segments: enough CTAs to fill the GPU when there are few (sequence, head) rows, >= 4 chunks each
-  const int64_t chunks = (p.n_tokens + kC - 1) / kC;
   const int64_t rows = int64_t(sh.heads) * p.n_seqs;
-  int n_seg = 1;
-  if (workspace) {
-    static std::atomic<int> sms{0};
-    if (sms.load() == 0) sms.store(sm_count());
-    const int per_sm = nwg == 1 ? 2 : 1;  // resident CTAs per SM (registers, shared memory)
-    const int64_t target = int64_t(sms.load()) * per_sm / rows;
-    const int64_t by_len = chunks / 4;
-    const int64_t by_ws = int64_t(workspace_bytes / la_prefill_wg_segment_bytes(rows, sh.head_dim));
-    const int64_t ns = std::min({target, by_len, by_ws, int64_t(4096)});
-    if (ns > 1) {
-      const int64_t seg_chunks = (chunks + ns - 1) / ns;
-      n_seg = int((chunks + seg_chunks - 1) / seg_chunks);
-      a.seg_len = seg_chunks * kC;
-    }
-  }
-  if (n_seg == 1) a.seg_len = chunks * kC;
+  const int per_sm = nwg == 1 ? 2 : 1;  // resident CTAs per SM (registers, shared memory)
+  const SegmentPlan plan = plan_segments(p.n_tokens, kC, rows, per_sm, workspace, workspace_bytes,
+                                         la_prefill_wg_segment_bytes(rows, sh.head_dim));
+  const int n_seg = plan.n_seg;
+  a.seg_len = plan.seg_len;
   a.n_seg = n_seg;
   a.ws = static_cast<float*>(workspace);
 
