@@ -181,15 +181,18 @@ NB_MODULE(_core, m) {
   nb::class_<Session>(m, "NativeSession", "State slots and the forward pass; one thread at a time.")
       .def(
           "__init__",
-          [](Session* self, std::shared_ptr<Model> model, int max_slots, int64_t prefill_chunk, int64_t max_context) {
+          [](Session* self, std::shared_ptr<Model> model, int max_slots, int64_t prefill_chunk, int64_t max_context,
+             bool symmetric_state) {
             SessionOptions o;
             o.max_slots = max_slots;
             o.prefill_chunk = prefill_chunk;
             o.max_context = max_context;
+            o.symmetric_state = symmetric_state;
             nb::gil_scoped_release release;
             new (self) Session(model, o);
           },
-          "model"_a, "max_slots"_a = 1, "prefill_chunk"_a = 0, "max_context"_a = 0)
+          "model"_a, "max_slots"_a = 1, "prefill_chunk"_a = 0, "max_context"_a = 0, "symmetric_state"_a = true)
+      .def_prop_ro("symmetric_state", [](const Session& s) { return s.options().symmetric_state; })
       .def_prop_ro("max_slots", &Session::max_slots)
       .def_prop_ro("state_bytes_per_slot", &Session::state_bytes_per_slot)
       .def("position", &Session::position, "slot"_a)

@@ -74,12 +74,13 @@ ops::SlidingWindowShape swa_shape(int64_t H, int64_t hd, int window, std::option
   return s;
 }
 
-ops::LinearAttentionShape la_shape(int64_t H, int64_t f, int64_t hd, float eps) {
+ops::LinearAttentionShape la_shape(int64_t H, int64_t f, int64_t hd, float eps, bool symmetric) {
   ops::LinearAttentionShape s;
   s.heads = int(H);
   s.feature_dim = int(f);
   s.head_dim = int(hd);
   s.eps = eps;
+  s.symmetric = symmetric;
   return s;
 }
 
@@ -299,7 +300,7 @@ void bind_ops(nb::module_& m) {
   m.def(
       "la_prefill",
       [](const AnyArray& q, const AnyArray& k, const AnyArray& v, const AnyArray& state_s, const AnyArray& state_z,
-         float eps, nb::object stream) {
+         float eps, bool symmetric, nb::object stream) {
         Checker c{"la_prefill"};
         c.device_of(q, "q");
         DType dt = c.act(q, "q");
@@ -341,7 +342,7 @@ void bind_ops(nb::module_& m) {
           return r;
         };
         const Rows rq = rows(q, "q", f, std::nullopt), rk = rows(k, "k", f, dt);
-        const int64_t hd = dim(v, nd - 1), D = 1 + f + f * f;
+        const int64_t hd = dim(v, nd - 1), D = la_shape(H, f, hd, eps, symmetric).state_rows();
         const Rows rv = rows(v, "v", -1, dt);
         std::vector<int64_t> s_shape = {H, D, hd}, z_shape = {H, D};
         if (batched) s_shape.insert(s_shape.begin(), B), z_shape.insert(z_shape.begin(), B);
@@ -353,7 +354,7 @@ void bind_ops(nb::module_& m) {
         if (batched) y_shape.insert(y_shape.begin(), B);
         Tensor y = Tensor::empty(be, dt, y_shape);
         ops::LaPrefillParams p;
-        p.shape = la_shape(H, f, hd, eps);
+        p.shape = la_shape(H, f, hd, eps, symmetric);
         p.q = q.data(); p.k = k.data(); p.v = v.data();
         p.ld_q = rq.ld; p.ld_k = rk.ld; p.ld_v = rv.ld;
         p.y = y.data(); p.ld_y = H * hd; p.dtype = dt; p.n_tokens = T;
@@ -364,9 +365,10 @@ void bind_ops(nb::module_& m) {
         if (B > 0) be->la_prefill(p);
         return finish(so, y);
       },
-      "q"_a, "k"_a, "v"_a, "state_s"_a, "state_z"_a, "eps"_a = 1e-12f, "stream"_a = nb::none(),
+      "q"_a, "k"_a, "v"_a, "state_s"_a, "state_z"_a, "eps"_a = 1e-12f, "symmetric"_a = false, "stream"_a = nb::none(),
       "computes: causal Taylor linear attention of q, k [T, H, f], v [T, H, hd], continuing from and updating\n"
-      "the fp32 state S [H, 1+f+f^2, hd] and z [H, 1+f+f^2] in place; returns y [T, H, hd].\n"
+      "the fp32 state S [H, D, hd] and z [H, D] in place; returns y [T, H, hd]. D = 1+f+f^2 (the TaylorExp\n"
+      "feature order) or, with symmetric=True, D = 1+f+f(f+1)/2 (the exact symmetric layout of ops.h: same y).\n"
       "Batched: q, k [B, T, H, f], v [B, T, H, hd] (FLA's layout) with states S [B, H, D, hd], z [B, H, D]:\n"
       "B independent sequences in one call; returns y [B, T, H, hd]. q, k, v may be strided views in\n"
       "their token and batch dims (each token's [H, *] block contiguous): no copies are made.");
@@ -374,14 +376,14 @@ void bind_ops(nb::module_& m) {
   m.def(
       "la_decode",
       [](const AnyArray& q, const AnyArray& k, const AnyArray& v, const AnyArray& state_s, const AnyArray& state_z,
-         const AnyArray& slots, float eps, nb::object stream) {
+         const AnyArray& slots, float eps, bool symmetric, nb::object stream) {
         Checker c{"la_decode"};
         c.check(q, "q", {-1, -1, -1}, std::nullopt);
         DType dt = c.act(q, "q");
         const int64_t B = dim(q, 0), H = dim(q, 1), f = dim(q, 2);
         c.check(k, "k", {B, H, f}, dt);
         c.check(v, "v", {B, H, -1}, dt);
-        const int64_t hd = dim(v, 2), D = 1 + f + f * f;
+        const int64_t hd = dim(v, 2), D = la_shape(H, f, hd, eps, symmetric).state_rows();
         c.check(state_s, "state_s", {-1, H, D, hd}, DType::F32);
         c.check(state_z, "state_z", {dim(state_s, 0), H, D}, DType::F32);
         c.check(slots, "slots", {B}, DType::I32);
@@ -390,7 +392,7 @@ void bind_ops(nb::module_& m) {
         check_indices(be, slots, dim(state_s, 0), "la_decode", "slots");
         Tensor y = Tensor::empty(be, dt, {B, H, hd});
         ops::LaDecodeParams p;
-        p.shape = la_shape(H, f, hd, eps);
+        p.shape = la_shape(H, f, hd, eps, symmetric);
         p.q = q.data(); p.k = k.data(); p.v = v.data();
         p.ld_q = p.ld_k = H * f; p.ld_v = H * hd;
         p.y = y.data(); p.ld_y = H * hd; p.dtype = dt; p.n_tokens = B;
@@ -400,8 +402,10 @@ void bind_ops(nb::module_& m) {
         be->la_decode(p);
         return finish(so, y);
       },
-      "q"_a, "k"_a, "v"_a, "state_s"_a, "state_z"_a, "slots"_a, "eps"_a = 1e-12f, "stream"_a = nb::none(),
-      "computes: one linear-attention step per row i into state slot slots[i] (update, then read out).");
+      "q"_a, "k"_a, "v"_a, "state_s"_a, "state_z"_a, "slots"_a, "eps"_a = 1e-12f, "symmetric"_a = false,
+      "stream"_a = nb::none(),
+      "computes: one linear-attention step per row i into state slot slots[i] (update, then read out).\n"
+      "States S [slots, H, D, hd], z [slots, H, D] with D as for la_prefill (symmetric=True: 1+f+f(f+1)/2).");
 
   m.def(
       "swa_prefill",

@@ -1,5 +1,5 @@
-// linear_attention_common.cuh: the Taylor feature map phi shared by the LA kernels, and the
-// exact 160-feature symmetric form the tensor-core prefill keeps its state in.
+// linear_attention_common.cuh: the Taylor feature map phi shared by the LA kernels (both state
+// layouts of ops.h), and the exact 160-feature symmetric form the tensor-core prefill computes in.
 #pragma once
 
 #include "common.cuh"
@@ -7,15 +7,32 @@
 namespace based_core {
 namespace cuda {
 
-/// phi(x)[r] for the TaylorExp row order (SPEC 2.1, ops.h LA state layout):
-///   r = 0: 1;  r = 1 + i: x_i / f^(1/4);  r = 1 + f + f*i + j: x_i x_j / (sqrt2 sqrt f).
-/// `x` holds the f-vector in fp32; c1 = f^(-1/4), c2 = 1 / (sqrt2 sqrt f).
-__device__ __forceinline__ float taylor_phi(const float* x, int r, int f, float c1, float c2) {
-  if (r == 0) return 1.f;
-  if (r <= f) return x[r - 1] * c1;
-  const int q = r - 1 - f;
-  const int i = q / f, j = q - i * f;
-  return x[i] * x[j] * c2;
+/// Feature row r as the product of two entries of an (f+1)-vector x whose entry f is 1:
+/// phi_q(r) = cq * x[i] * x[j] for the query, phi_k(r) = ck * x[i] * x[j] for the key. Covers
+/// both state layouts of ops.h (LinearAttentionShape): the full TaylorExp rows (cq = ck) and the
+/// symmetric rows (key side unscaled, every scale on the query side).
+struct PhiRow {
+  int i, j;
+  float cq, ck;
+};
+
+/// c1 = f^(-1/4), c2 = 1 / (sqrt2 sqrt f); r < state_rows().
+__host__ __device__ inline PhiRow phi_row(int r, int f, bool symmetric, float c1, float c2) {
+  if (!symmetric) {
+    if (r == 0) return {f, f, 1.f, 1.f};
+    if (r <= f) return {r - 1, f, c1, c1};
+    const int q = r - 1 - f;
+    return {q / f, q % f, c2, c2};
+  }
+  const int P = f * (f + 1) / 2;
+  if (r < P) {  // upper-triangle pair (i, j), row i holding f - i pairs
+    int i = 0, start = 0;
+    while (r >= start + (f - i)) start += f - i, ++i;
+    const int j = i + (r - start);
+    return {i, j, (i == j ? 0.5f : 1.f) / float(f), 1.f};  // c2^2 = 1/(2f) once per mirror term
+  }
+  if (r < P + f) return {r - P, f, 1.f / sqrtf(float(f)), 1.f};  // c1^2
+  return {f, f, 1.f, 1.f};
 }
 
 // ---- symmetric form for f = 16 (SPEC 2.1 "Optional compression", exact) ----
@@ -43,9 +60,11 @@ __host__ __device__ constexpr int pair_i(int r) {
 }
 __host__ __device__ constexpr int pair_j(int r) { return pair_i(r) + (r - pair_row_start(pair_i(r))); }
 
-/// The value of symmetric feature row r for column `col` of a 273-row state `base` (row stride
-/// ld): the exact inverse of store_state.
-__device__ __forceinline__ float load_state(const float* base, int64_t ld, int r, int col) {
+/// The value of symmetric feature row r for column `col` of the state `base` (row stride ld):
+/// a 153-row symmetric state (ops.h) holds exactly rows 0..152 of this form; from a 273-row
+/// full state this is the exact inverse of the kernels' write-back (mirror rows averaged).
+__device__ __forceinline__ float load_state(const float* base, int64_t ld, int r, int col, bool symmetric) {
+  if (symmetric) return r < kUsed ? base[int64_t(r) * ld + col] : 0.f;
   if (r < kPairs) {
     const int i = pair_i(r), j = pair_j(r);
     if (i == j) return base[int64_t(1 + kF + kF * i + j) * ld + col] * kSToPair;
@@ -58,19 +77,6 @@ __device__ __forceinline__ float load_state(const float* base, int64_t ld, int r
   return 0.f;
 }
 
-/// Writes symmetric feature row r (value x) into the 273-row state (both mirror rows of a pair).
-__device__ __forceinline__ void store_state(float* base, int64_t ld, int r, int col, float x) {
-  if (r < kPairs) {
-    const int i = pair_i(r), j = pair_j(r);
-    const float s = x * kPairToS;
-    base[int64_t(1 + kF + kF * i + j) * ld + col] = s;
-    if (i != j) base[int64_t(1 + kF + kF * j + i) * ld + col] = s;
-  } else if (r < kConst) {
-    base[int64_t(1 + r - kLin) * ld + col] = x * 0.5f;
-  } else if (r == kConst) {
-    base[col] = x;
-  }
-}
 }  // namespace lasym
 
 }  // namespace cuda

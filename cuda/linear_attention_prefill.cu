@@ -15,7 +15,7 @@
 // the tensor-core chunked kernel (linear_attention_prefill_tc.cu: bf16/fp16, f = 16, head_dim a
 // multiple of 16 in [64, 128], 16-byte aligned q/k/v rows) does not take.
 #include "kernels.h"
-#include "common.cuh"
+#include "linear_attention_common.cuh"
 
 namespace based_core {
 namespace cuda {
@@ -41,6 +41,7 @@ struct LaPrefillArgs {
   float* S;  // [n_seqs][heads][D][hd]
   float* z;  // [n_seqs][heads][D]
   int heads, f, D, hd;
+  bool symmetric;  // state layout (ops.h)
   int64_t ss_q, ss_k, ss_v, ss_y;  // sequence strides (elements); sequence = blockIdx.z
   float eps, c1, c2;
 };
@@ -83,11 +84,14 @@ __global__ void __launch_bounds__(kThreads) la_prefill_kernel(LaPrefillArgs a) {
     s[m] = (r < D && col_ok) ? S[int64_t(r) * hd + col] : 0.f;
   }
   float zr = tid < D ? z[tid] : 0.f;
-  // phi row tid as (x[pi] * x[pj]) * pc, index kMaxFeatureDim reading the constant 1
+  // phi row tid as (x[pi] * x[pj]) * coef, index kMaxFeatureDim reading the constant 1
   int pi = kMaxFeatureDim, pj = kMaxFeatureDim;
-  float pc = 1.f;
-  if (tid >= 1 && tid <= f) pi = tid - 1, pc = a.c1;
-  if (tid > f && tid < D) pi = (tid - 1 - f) / f, pj = (tid - 1 - f) % f, pc = a.c2;
+  float pcq = 1.f, pck = 1.f;
+  if (tid < D) {
+    const PhiRow pr = phi_row(tid, f, a.symmetric, a.c1, a.c2);
+    pi = pr.i == f ? kMaxFeatureDim : pr.i, pj = pr.j == f ? kMaxFeatureDim : pr.j;
+    pcq = pr.cq, pck = pr.ck;
+  }
 
   for (int64_t t0 = 0; t0 < a.n_tokens; t0 += kTB) {
     const int nt = int(a.n_tokens - t0 < kTB ? a.n_tokens - t0 : kTB);
@@ -106,8 +110,8 @@ __global__ void __launch_bounds__(kThreads) la_prefill_kernel(LaPrefillArgs a) {
     __syncthreads();
     if (tid < D) {  // thread r forms phi row r of every token: (x_i * x_j) * coef
       for (int tb = 0; tb < nt; ++tb) {
-        phq[tb * kLdPhi + tid] = qs[tb * F + pi] * qs[tb * F + pj] * pc;
-        phk[tb * kLdPhi + tid] = ks[tb * F + pi] * ks[tb * F + pj] * pc;
+        phq[tb * kLdPhi + tid] = qs[tb * F + pi] * qs[tb * F + pj] * pcq;
+        phk[tb * kLdPhi + tid] = ks[tb * F + pi] * ks[tb * F + pj] * pck;
       }
     }
     __syncthreads();
@@ -175,10 +179,10 @@ __global__ void __launch_bounds__(kZGroups * kZRows) la_prefill_z_kernel(LaPrefi
   const T* K = static_cast<const T*>(a.k) + b * a.ss_k;
   float acc = 0.f, coef = 1.f;
   if (r < D) {
-    int i = 0, j = 0;  // phi_r = coef * (use_i ? k_i : 1) * (use_j ? k_j : 1)
-    bool use_i = false, use_j = false;
-    if (r >= 1 && r <= f) i = r - 1, use_i = true, coef = a.c1;
-    if (r > f) i = (r - 1 - f) / f, j = (r - 1 - f) % f, use_i = use_j = true, coef = a.c2;
+    const PhiRow pr = phi_row(r, f, a.symmetric, a.c1, a.c2);  // key side: ck * k_i * k_j
+    const int i = pr.i, j = pr.j;
+    const bool use_i = i < f, use_j = j < f;  // index f is the constant 1
+    coef = pr.ck;
 #pragma unroll 8
     for (int64_t t = gi; t < a.n_tokens; t += kZGroups) {
       const T* kr = K + t * a.ld_k + int64_t(h) * f;
@@ -207,7 +211,7 @@ cudaError_t launch_la_prefill(const ops::LaPrefillParams& p, cudaStream_t stream
   if (handled) return et;
   const float f = float(s.feature_dim);
   LaPrefillArgs a{p.q, p.k, p.v, p.ld_q, p.ld_k, p.ld_v, p.y, p.ld_y, p.n_tokens, p.state_s,
-                  p.state_z, s.heads, s.feature_dim, int(s.state_rows()), s.head_dim,
+                  p.state_z, s.heads, s.feature_dim, int(s.state_rows()), s.head_dim, s.symmetric,
                   p.seq_stride_q, p.seq_stride_k, p.seq_stride_v, p.seq_stride_y, s.eps,
                   1.f / sqrtf(sqrtf(f)), 1.f / (sqrtf(2.f) * sqrtf(f))};
   return dispatch_act_dtype(p.dtype, [&](auto tag) {

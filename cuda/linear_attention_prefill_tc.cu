@@ -57,12 +57,13 @@ __global__ void __launch_bounds__(32 * MAXW, MAXW <= kMinWarps ? 2 : 1) la_tc_ke
   const int64_t tbeg = int64_t(s) * a.seg_len;
   const int64_t tend = min64(a.n_tokens, tbeg + a.seg_len);
   const int nchunks = int((tend - tbeg + kC - 1) / kC);
-  float* S_h = a.S + row_h * kD * hd;
-  float* z_h = a.z + row_h * kD;
+  float* S_h = a.S + row_h * a.D * hd;
+  float* z_h = a.z + row_h * a.D;
   const bool from_ws = !DELTA && a.n_seg > 1;
   const int vcc = tid % (hd >> 3), vr0 = tid / (hd >> 3);  // v copy: column chunk, first row
 
-  // tables: phi_k feature r = kT[i] * kT[j] (16: the valid mask, 17: zeros); state rows of r
+  // tables: phi_k feature r = kT[i] * kT[j] (16: the valid mask, 17: zeros); state rows of r:
+  // feature r = (S[ra] + S[rb]) * sin on load, S[ra] = S[rb] = feature * sout on store
   for (int r = tid; r < kFeat; r += nthr) {
     int i = 17, j = 17, ra = 0, rb = 0;
     float sin = 0.f, sout = 0.f;
@@ -74,6 +75,7 @@ __global__ void __launch_bounds__(32 * MAXW, MAXW <= kMinWarps ? 2 : 1) la_tc_ke
     } else if (r == kConst) {
       i = j = 16, sin = 0.5f, sout = 1.f;
     }
+    if (a.sym && r < kUsed) ra = rb = r, sin = 0.5f, sout = 1.f;  // the symmetric state: row r as is
     sm.tab()[r] = i | (j << 8);
     sm.rows()[r] = make_int4(ra, rb, __float_as_int(sin), __float_as_int(sout));
   }
@@ -99,7 +101,7 @@ __global__ void __launch_bounds__(32 * MAXW, MAXW <= kMinWarps ? 2 : 1) la_tc_ke
       acc[ni][0] = x.x, acc[ni][1] = x.y, acc[ni][2] = x.z, acc[ni][3] = x.w;
     }
     for (int r = tid; r < 2 * kFeat; r += nthr) sm.z(0)[r] = r < kFeat ? src[NT * kFragFloats + r] : 0.f;
-  } else {  // straight from the 273-row state: all loads independent (table after a barrier)
+  } else {  // straight from the state: all loads independent (table after a barrier)
     __syncthreads();
     for (int r = tid; r < 2 * kFeat; r += nthr) {
       float zv = 0.f;
@@ -248,7 +250,7 @@ __global__ void __launch_bounds__(32 * MAXW, MAXW <= kMinWarps ? 2 : 1) la_tc_ke
     for (int ni = 0; ni < kNI; ++ni)
       d4[(w * kNI + ni) * 32 + lane] = make_float4(acc[ni][0], acc[ni][1], acc[ni][2], acc[ni][3]);
     for (int r = tid; r < kFeat; r += nthr) dst[NT * kFragFloats + r] = zfin[r];
-  } else if (s == a.n_seg - 1) {  // registers -> the 273-row state (both mirror rows of a pair)
+  } else if (s == a.n_seg - 1) {  // registers -> the state (full layout: both mirror rows of a pair)
     for (int r = tid; r < kUsed; r += nthr) {
       const int4 rw = sm.rows()[r];
       const float x = zfin[r] * __int_as_float(rw.w);
@@ -276,17 +278,17 @@ __global__ void __launch_bounds__(256) la_tc_scan_kernel(const TcArgs a) {
   const int u = blockIdx.x * blockDim.x + threadIdx.x;
   const int nfrag = NT * kNI * 32;
   if (u >= nfrag + kFeat / 4) return;
-  const float* S_h = a.S + row_h * kD * a.hd;
-  const float* z_h = a.z + row_h * kD;
+  const float* S_h = a.S + row_h * a.D * a.hd;
+  const float* z_h = a.z + row_h * a.D;
   float run[4];
   if (u < nfrag) {
     const int w = u / (kNI * 32), ni = (u / 32) % kNI, lane = u % 32, g = lane >> 2, tq = lane & 3;
 #pragma unroll
     for (int e = 0; e < 4; ++e)
-      run[e] = load_state(S_h, a.hd, 8 * ni + 2 * tq + (e & 1), 16 * w + g + 8 * (e >> 1));
+      run[e] = load_state(S_h, a.hd, 8 * ni + 2 * tq + (e & 1), 16 * w + g + 8 * (e >> 1), a.sym);
   } else {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) run[e] = load_state(z_h, 1, 4 * (u - nfrag) + e, 0);
+    for (int e = 0; e < 4; ++e) run[e] = load_state(z_h, 1, 4 * (u - nfrag) + e, 0, a.sym);
   }
   float4* p = reinterpret_cast<float4*>(a.ws + row_h * ws_head_floats(NT)) + u;
   const int64_t stride = rows_total * ws_head_floats(NT) / 4;  // float4s per segment
@@ -353,6 +355,7 @@ cudaError_t launch_la_prefill_tc(const ops::LaPrefillParams& p, cudaStream_t str
   a.y = p.y, a.ld_y = p.ld_y, a.n_tokens = p.n_tokens;
   a.ss_q = p.seq_stride_q, a.ss_k = p.seq_stride_k, a.ss_v = p.seq_stride_v, a.ss_y = p.seq_stride_y;
   a.S = p.state_s, a.z = p.state_z, a.heads = sh.heads, a.hd = sh.head_dim, a.nt = sh.head_dim / 16;
+  a.D = int(sh.state_rows()), a.sym = sh.symmetric;
   a.eps = sh.eps;
 
   const int64_t rows = int64_t(sh.heads) * p.n_seqs;

@@ -55,8 +55,10 @@ struct TcArgs {
   int64_t n_tokens, seg_len;
   int64_t ss_q, ss_k, ss_v, ss_y;  // sequence strides (elements); sequence = blockIdx.z
   int n_seg;
-  float* S;   // [n_seqs][H][273][hd]
-  float* z;   // [n_seqs][H][273]
+  float* S;   // [n_seqs][H][D][hd]
+  float* z;   // [n_seqs][H][D]
+  int D;      // state rows: 273 (full layout) or 153 (symmetric, ops.h)
+  bool sym;   // symmetric layout: rows 0..152 are exactly the kernel's features 0..152
   float* ws;  // [n_seg][n_seqs * H][ws_head_floats(nt)] (segmented runs only)
   int heads, hd, nt;
   float eps;

@@ -312,8 +312,8 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) la_wg_kernel(cons
   const int64_t tbeg = int64_t(s) * a.seg_len;
   const int64_t tend = min64(a.n_tokens, tbeg + a.seg_len);
   const int nchunks = int((tend - tbeg + kC - 1) / kC);
-  float* S_h = a.S + row_h * kD * hd;
-  float* z_h = a.z + row_h * kD;
+  float* S_h = a.S + row_h * a.D * hd;
+  float* z_h = a.z + row_h * a.D;
   const bool from_ws = !DELTA && a.n_seg > 1;
   const int col0 = 16 * w;  // this warp's first state column (S^T rows col0 + g, col0 + g + 8)
 
@@ -337,6 +337,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) la_wg_kernel(cons
       } else {
         tab[r] = 0;
       }
+      if (a.sym && r < kUsed) ra = rb = r, sin = 0.5f, sout = 1.f;  // the symmetric state: row r as is
       rows[r] = make_int4(ra, rb, __float_as_int(sin), __float_as_int(sout));
     }
     const uint4 zero = make_uint4(0, 0, 0, 0);
@@ -520,7 +521,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) la_wg_kernel(cons
     for (int ni = 0; ni < 20; ++ni)
       d4[(w * 20 + ni) * 32 + lane] = make_float4(acc[4 * ni], acc[4 * ni + 1], acc[4 * ni + 2], acc[4 * ni + 3]);
     for (int r = tid; r < kFeat; r += NTHR) dst[NW * kFragFloats + r] = zfin[r];
-  } else if (s == a.n_seg - 1) {  // registers -> the 273-row state (both mirror rows of a pair)
+  } else if (s == a.n_seg - 1) {  // registers -> the state (full layout: both mirror rows of a pair)
     const int4* rows = reinterpret_cast<const int4*>(sm + L.rows);
     for (int r = tid; r < kUsed; r += NTHR) {
       const int4 rw = rows[r];
@@ -550,19 +551,19 @@ __global__ void __launch_bounds__(256) la_wg_scan_kernel(const WgArgs a, int nw)
   const int u = blockIdx.x * blockDim.x + threadIdx.x;
   const int nfrag = nw * 20 * 32;
   if (u >= nfrag + kFeat / 4) return;
-  const float* S_h = a.S + row_h * kD * a.hd;
-  const float* z_h = a.z + row_h * kD;
+  const float* S_h = a.S + row_h * a.D * a.hd;
+  const float* z_h = a.z + row_h * a.D;
   float run[4];
   if (u < nfrag) {
     const int w = u / (20 * 32), ni = (u / 32) % 20, lane = u % 32, g = lane >> 2, tq = lane & 3;
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int col = 16 * w + g + 8 * (e >> 1);
-      run[e] = col < a.hd ? load_state(S_h, a.hd, 8 * ni + 2 * tq + (e & 1), col) : 0.f;
+      run[e] = col < a.hd ? load_state(S_h, a.hd, 8 * ni + 2 * tq + (e & 1), col, a.sym) : 0.f;
     }
   } else {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) run[e] = load_state(z_h, 1, 4 * (u - nfrag) + e, 0);
+    for (int e = 0; e < 4; ++e) run[e] = load_state(z_h, 1, 4 * (u - nfrag) + e, 0, a.sym);
   }
   float4* p = reinterpret_cast<float4*>(a.ws + row_h * ws_row_floats(nw)) + u;
   const int64_t stride = rows_total * ws_row_floats(nw) / 4;  // float4s per segment
@@ -661,6 +662,7 @@ cudaError_t launch_la_prefill_wg(const ops::LaPrefillParams& p, cudaStream_t str
   a.y = p.y, a.ld_y = p.ld_y, a.n_tokens = p.n_tokens;
   a.ss_q = p.seq_stride_q, a.ss_k = p.seq_stride_k, a.ss_v = p.seq_stride_v, a.ss_y = p.seq_stride_y;
   a.S = p.state_s, a.z = p.state_z, a.heads = sh.heads, a.hd = sh.head_dim;
+  a.D = int(sh.state_rows()), a.sym = sh.symmetric;
   a.eps = sh.eps;
 
   const int64_t rows = int64_t(sh.heads) * p.n_seqs;

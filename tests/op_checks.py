@@ -40,33 +40,53 @@ def rand(shape, g, dtype, device, scale=1.0):
     return (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(DT[dtype]).to(device)
 
 
-def check_la(device, dtype, T, H, hd, f=16, split=None, seed=0):
-    """LA prefill (optionally in two calls) vs the fp64 parallel form, state included."""
+def state_rows(f, symmetric):
+    """D of ops.h's LinearAttentionShape: the full TaylorExp layout or the exact symmetric one."""
+    return 1 + f + f * (f + 1) // 2 if symmetric else 1 + f + f * f
+
+
+def to_op_layout(S, z, symmetric):
+    """A full-layout reference state (fp64) as the op's fp32 state of the chosen layout."""
+    if symmetric:
+        S, z = R.full_to_symmetric_state(S, z)
+    return S.float(), z.float()
+
+
+def to_full_layout(S, z, symmetric):
+    """An op's state (any device) as a full-layout fp64 CPU state, to compare with the reference."""
+    S, z = S.cpu().double(), z.cpu().double()
+    return R.symmetric_to_full_state(S, z) if symmetric else (S, z)
+
+
+def check_la(device, dtype, T, H, hd, f=16, split=None, seed=0, symmetric=False):
+    """LA prefill (optionally in two calls) vs the fp64 parallel form, state included.
+    symmetric: the op keeps the symmetric state, compared after conversion to the full layout."""
     g = gen(seed)
     q, k = rand((T, H, f), g, dtype, device, 0.5), rand((T, H, f), g, dtype, device, 0.5)
     v = rand((T, H, hd), g, dtype, device)
-    D = 1 + f + f * f
-    S = torch.zeros(H, D, hd, dtype=torch.float32, device=device)
+    D = state_rows(f, symmetric)
+    S = torch.zeros(H, D, hd, dtype=torch.float32, device=device)  # a fresh state is zeros in both layouts
     z = torch.zeros(H, D, dtype=torch.float32, device=device)
-    if split:
-        y1 = out(based_core.ops.la_prefill(q[:split], k[:split], v[:split], S, z))
-        y2 = out(based_core.ops.la_prefill(q[split:], k[split:], v[split:], S, z))
-        y = torch.cat([y1, y2])
-    else:
-        y = out(based_core.ops.la_prefill(q, k, v, S, z))
+
+    def la(a, b):  # tokens [a, b), continuing from S, z
+        return out(based_core.ops.la_prefill(q[a:b], k[a:b], v[a:b], S, z, symmetric=symmetric))
+
+    y = torch.cat([la(0, split), la(split, T)]) if split else la(0, T)
     yr, Sr, zr = R.linear_attention_prefill(q.cpu().double(), k.cpu().double(), v.cpu().double(), feature_dim=f)
-    close(y, yr, dtype, f"la_prefill y T={T} hd={hd}")
+    tag = " symmetric" if symmetric else ""
+    close(y, yr, dtype, f"la_prefill{tag} y T={T} hd={hd}")
     # the state is fp32 whatever the activation dtype
-    close(S.cpu(), Sr, "float32" if dtype == "float32" else "float16", "la_prefill S")
-    close(z.cpu(), zr, "float32" if dtype == "float32" else "float16", "la_prefill z")
+    Sf, zf = to_full_layout(S, z, symmetric)
+    close(Sf, Sr, "float32" if dtype == "float32" else "float16", f"la_prefill{tag} S")
+    close(zf, zr, "float32" if dtype == "float32" else "float16", f"la_prefill{tag} z")
 
 
-def check_la_batched(device, dtype, B, T, H, hd, f=16, seed=0, strided=False, hist=5):
+def check_la_batched(device, dtype, B, T, H, hd, f=16, seed=0, strided=False, hist=5, symmetric=False):
     """Batched LA prefill (q, k [B, T, H, f], v [B, T, H, hd], states [B, H, D, *]) continuing from
     per-sequence states: vs the fp64 parallel form and vs one call per sequence. strided: q, k are
-    token-dim slices of wider tensors and v is a [T, B, H, hd] tensor seen as [B, T, H, hd] (no copies)."""
+    token-dim slices of wider tensors and v is a [T, B, H, hd] tensor seen as [B, T, H, hd] (no copies).
+    symmetric: the op keeps the symmetric state (the histories converted to it, its result back)."""
     g = gen(seed)
-    D = 1 + f + f * f
     if strided:
         q = rand((B, T + 3, H, f), g, dtype, device, 0.5)[:, 2:T + 2]
         k = rand((B, T + 1, H, f), g, dtype, device, 0.5)[:, 1:]
@@ -78,44 +98,86 @@ def check_la_batched(device, dtype, B, T, H, hd, f=16, seed=0, strided=False, hi
     hq, hk = rand((B, hist, H, f), g, dtype, "cpu", 0.5), rand((B, hist, H, f), g, dtype, "cpu", 0.5)
     hv = rand((B, hist, H, hd), g, dtype, "cpu")
     _, S0, z0 = R.linear_attention_prefill(hq.double(), hk.double(), hv.double(), feature_dim=f)
-    S, z = S0.float().to(device), z0.float().to(device)
-    y = out(based_core.ops.la_prefill(q, k, v, S, z))
+    # a history state is a sum of features, hence symmetric: exactly convertible
+    S0op, z0op = to_op_layout(S0, z0, symmetric)
+    # the reference continues from the fp32 values the op gets (rounding in the conversion included)
+    S0r, z0r = to_full_layout(S0op, z0op, symmetric)
+    S, z = S0op.clone().to(device), z0op.clone().to(device)  # the op updates them in place
+    y = out(based_core.ops.la_prefill(q, k, v, S, z, symmetric=symmetric))
     assert y.shape == (B, T, H, hd)
     yr, Sr, zr = R.linear_attention_prefill(q.cpu().double(), k.cpu().double(), v.cpu().double(), feature_dim=f,
-                                            state=(S0, z0))
-    close(y, yr, dtype, f"la_prefill batched y B={B} T={T} hd={hd}")
+                                            state=(S0r, z0r))
+    tag = " symmetric" if symmetric else ""
+    close(y, yr, dtype, f"la_prefill batched{tag} y B={B} T={T} hd={hd}")
     st = "float32" if dtype == "float32" else "float16"
-    close(S.cpu(), Sr, st, "la_prefill batched S")
-    close(z.cpu(), zr, st, "la_prefill batched z")
-    for b in range(B):  # one sequence per call (3-D form, strided token dim kept)
-        Sb, zb = S0[b].float().to(device), z0[b].float().to(device)
-        yb = out(based_core.ops.la_prefill(q[b], k[b], v[b], Sb, zb))
+    Sf, zf = to_full_layout(S, z, symmetric)
+    close(Sf, Sr, st, f"la_prefill batched{tag} S")
+    close(zf, zr, st, f"la_prefill batched{tag} z")
+    for b in range(B):  # one sequence per call (3-D form, strided token dim kept), same layout
+        Sb, zb = S0op[b].clone().to(device), z0op[b].clone().to(device)
+        yb = out(based_core.ops.la_prefill(q[b], k[b], v[b], Sb, zb, symmetric=symmetric))
         close(yb, y[b], dtype, f"la_prefill per-sequence vs batched y b={b}")
         close(Sb.cpu(), S[b].cpu(), st, f"la_prefill per-sequence vs batched S b={b}")
         close(zb.cpu(), z[b].cpu(), st, f"la_prefill per-sequence vs batched z b={b}")
 
 
-def check_la_decode(device, dtype, B, H, hd, slots=None, f=16, steps=3, seed=0):
-    """LA decode over `steps` tokens for B rows in scattered slots vs fp64 recurrence."""
+def check_la_decode(device, dtype, B, H, hd, slots=None, f=16, steps=3, seed=0, symmetric=False):
+    """LA decode over `steps` tokens for B rows in scattered slots vs fp64 recurrence.
+    symmetric: the op keeps the symmetric state; the random initial state is drawn in that layout
+    (a random full state is not symmetric, so it has no symmetric form) and given to the
+    reference converted to the full one."""
     g = gen(seed)
     n_slots = B * 2 + 1
     slot_ids = torch.randperm(n_slots, generator=g)[:B].to(torch.int32)
-    D = 1 + f + f * f
+    D = state_rows(f, symmetric)
     S0 = (torch.randn(n_slots, H, D, hd, generator=g, dtype=torch.float64) * 0.1).float()
     z0 = (torch.rand(n_slots, H, D, generator=g, dtype=torch.float64) + 1).float()
     S, z = S0.clone().to(device), z0.clone().to(device)
-    Sr, zr = S0.double()[slot_ids.long()], z0.double()[slot_ids.long()]
+    Sr, zr = to_full_layout(S0[slot_ids.long()], z0[slot_ids.long()], symmetric)
+    tag = " symmetric" if symmetric else ""
     for _ in range(steps):
         q, k = rand((B, H, f), g, dtype, device, 0.5), rand((B, H, f), g, dtype, device, 0.5)
         v = rand((B, H, hd), g, dtype, device)
-        y = out(based_core.ops.la_decode(q, k, v, S, z, slot_ids.to(device)))
+        y = out(based_core.ops.la_decode(q, k, v, S, z, slot_ids.to(device), symmetric=symmetric))
         yr, Sr, zr = R.linear_attention_decode(q.cpu().double(), k.cpu().double(), v.cpu().double(), Sr, zr, f)
-        close(y, yr, dtype, f"la_decode B={B} hd={hd}")
+        close(y, yr, dtype, f"la_decode{tag} B={B} hd={hd}")
     Sc = S.cpu().double()
-    close(Sc[slot_ids.long()], Sr, "float32", "la_decode S")
+    Sf, zf = to_full_layout(Sc[slot_ids.long()], z.cpu()[slot_ids.long()], symmetric)
+    close(Sf, Sr, "float32", f"la_decode{tag} S")
+    close(zf, zr, "float32", f"la_decode{tag} z")
     untouched = torch.ones(n_slots, dtype=torch.bool)
     untouched[slot_ids.long()] = False
     assert torch.equal(Sc[untouched], S0.double()[untouched]), "la_decode wrote a slot it was not given"
+
+
+def check_la_layouts_agree(device, dtype, T, H, hd, split, f=16, steps=3, seed=0):
+    """The symmetric and the full state layout give the same y from the same inputs: a prefill in
+    two calls (the second continuing from the state), then `steps` decode steps. Both compute in
+    fp32, so they may differ by fp32 rounding, plus one rounding of y to the activation dtype
+    (a value near a rounding boundary can round either way)."""
+    g = gen(seed)
+    q, k = rand((T + steps, H, f), g, dtype, device, 0.5), rand((T + steps, H, f), g, dtype, device, 0.5)
+    v = rand((T + steps, H, hd), g, dtype, device)
+    ys, states = {}, {}
+    for symmetric in (False, True):
+        D = state_rows(f, symmetric)
+        S = torch.zeros(H, D, hd, dtype=torch.float32, device=device)
+        z = torch.zeros(H, D, dtype=torch.float32, device=device)
+        y = [out(based_core.ops.la_prefill(q[a:b], k[a:b], v[a:b], S, z, symmetric=symmetric))
+             for a, b in ((0, split), (split, T))]
+        slot = torch.zeros(1, dtype=torch.int32, device=device)
+        for t in range(T, T + steps):  # the prefill's state seen as a decode state of one slot
+            y.append(out(based_core.ops.la_decode(q[t:t + 1], k[t:t + 1], v[t:t + 1], S[None], z[None], slot,
+                                                  symmetric=symmetric)))
+        ys[symmetric], states[symmetric] = torch.cat(y), to_full_layout(S, z, symmetric)
+    a, b = ys[True], ys[False]
+    assert a.shape == b.shape == (T + steps, H, hd)
+    ulp = {"float32": 0.0, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}[dtype]  # relative spacing, at most
+    limit = ulp * torch.maximum(a.abs(), b.abs()) + 1e-5 * b.abs().max()
+    worst = ((a - b).abs() - limit).max().item()
+    assert worst <= 0, f"la symmetric vs full y T={T} hd={hd}: differ by more than rounding ({worst:.3g} over)"
+    for name, x, y in zip("Sz", states[True], states[False]):
+        assert (x - y).abs().max() <= 1e-5 * y.abs().max(), f"la symmetric vs full {name} T={T} hd={hd}"
 
 
 def check_swa(device, dtype, T, H, hd, window, start=0, split=None, seed=0):

@@ -177,3 +177,15 @@ def test_ops_argument_checks():
         based_core.ops.la_prefill(q, q, torch.zeros(4, 64, 2).transpose(1, 2), S, z)
     with pytest.raises(IndexError, match="slots holds 5"):
         based_core.ops.la_decode(q[:1], q[:1], v[:1], S[None], z[None], torch.tensor([5], dtype=torch.int32))
+    # symmetric=True takes the 153-row symmetric state and refuses the full one, and the converse
+    with pytest.raises(ValueError, match=r"state_s must have shape \[2, 153, 64\]"):
+        based_core.ops.la_prefill(q, q, v, S, z, symmetric=True)
+    with pytest.raises(ValueError, match=r"state_s must have shape \[2, 273, 64\]"):
+        based_core.ops.la_prefill(q, q, v, torch.zeros(2, 153, 64), torch.zeros(2, 153), symmetric=False)
+    with pytest.raises(ValueError, match=r"state_s must have shape \[\*, 2, 153, 64\]"):
+        based_core.ops.la_decode(q[:1], q[:1], v[:1], S[None], z[None], torch.zeros(1, dtype=torch.int32),
+                                 symmetric=True)
+    Ss, zs = torch.zeros(1, 2, 153, 64), torch.zeros(1, 2, 153)
+    with pytest.raises(ValueError, match=r"state_s must have shape \[\*, 2, 273, 64\]"):
+        based_core.ops.la_decode(q[:1], q[:1], v[:1], Ss, zs, torch.zeros(1, dtype=torch.int32))
+    based_core.ops.la_decode(q[:1], q[:1], v[:1], Ss, zs, torch.zeros(1, dtype=torch.int32), symmetric=True)

@@ -14,11 +14,12 @@ STEPS = 4096
 HEADER = 56  # bytes before the per-layer state in save_slot (see cpp/src/session.cpp)
 
 
-def la_states(blob, cfg, act_bytes):
+def la_states(blob, cfg, act_bytes, symmetric):
     """Parses save_slot bytes into {layer: (S [H, D, hd], z [H, D])} for the LA layers."""
     off = HEADER
     out = {}
-    D = 1 + cfg.la_feature_dim + cfg.la_feature_dim ** 2
+    f = cfg.la_feature_dim
+    D = 1 + f + (f * (f + 1) // 2 if symmetric else f * f)
     for i, kind in enumerate(cfg.layers):
         if kind == "linear_attention":
             ns = cfg.la_heads * D * cfg.la_head_dim
@@ -37,20 +38,26 @@ def la_states(blob, cfg, act_bytes):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_long_decode_state_tracks_reference(tmp_path, dtype):
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_long_decode_state_tracks_reference(tmp_path, dtype, symmetric):
     d = make_random_model(str(tmp_path), n_head=2, head_dim=64, n_layer=3, window_size=128, seed=11)
     model = based_core.load(d, device="cuda", dtype=dtype)
     ids = np.random.default_rng(0).integers(0, 1000, size=STEPS + 16)
-    s = model.session(max_batch=2)
+    s = model.session(max_batch=2, symmetric_state=symmetric)
     s.prefill(1, ids[:16], logits="none")
     last = None
     for t in ids[16:]:
         last = s.decode([1], [int(t)])
     got_logits = based_core.to_numpy(last)[0]
-    states = la_states(s.save_slot(1), model.config, 4 if dtype == "float32" else 2)
-    # the order-0 feature of z counts tokens: exact in fp32
+    states = la_states(s.save_slot(1), model.config, 4 if dtype == "float32" else 2, symmetric)
+    # the order-0 feature of z counts tokens: exact in fp32 (row 0; the last row when symmetric)
     for S, z in states.values():
-        assert np.all(z[:, 0] == len(ids))
+        assert np.all(z[:, -1 if symmetric else 0] == len(ids))
+    if symmetric:  # compare in the authors' layout
+        f = model.config.la_feature_dim
+        states = {i: tuple(x.numpy() for x in reference.symmetric_to_full_state(
+            torch.from_numpy(S.astype(np.float64)), torch.from_numpy(z.astype(np.float64)), f))
+            for i, (S, z) in states.items()}
 
     ref = reference.load_reference(d, torch.float64)
     logits, st = ref.prefill(torch.tensor(ids)[None])

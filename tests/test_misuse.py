@@ -256,6 +256,19 @@ def test_ops_misuse_raises_the_documented_types():
     for call, exc, msg in [
         # wrong shapes
         (lambda: ops.la_prefill(q, q, v, f32(2, 272, 64), z), ValueError, r"state_s must have shape \[2, 273, 64\]"),
+        # the state layout: symmetric=True wants 1+f+f(f+1)/2 = 153 rows, the default 273; neither takes the other
+        (lambda: ops.la_prefill(q, q, v, S, z, symmetric=True), ValueError,
+         r"la_prefill: state_s must have shape \[2, 153, 64\], got \[2, 273, 64\]"),
+        (lambda: ops.la_prefill(q, q, v, f32(2, 153, 64), f32(2, 153)), ValueError,
+         r"la_prefill: state_s must have shape \[2, 273, 64\], got \[2, 153, 64\]"),
+        (lambda: ops.la_prefill(q, q, v, f32(2, 153, 64), z, symmetric=True), ValueError,
+         r"state_z must have shape \[2, 153\], got \[2, 273\]"),
+        (lambda: ops.la_prefill(q[None], q[None], v[None], S[None], z[None], symmetric=True), ValueError,
+         r"state_s must have shape \[1, 2, 153, 64\]"),
+        (lambda: ops.la_decode(q[:1], q[:1], v[:1], S[None], z[None], np.zeros(1, np.int32), symmetric=True),
+         ValueError, r"la_decode: state_s must have shape \[\*, 2, 153, 64\], got \[1, 2, 273, 64\]"),
+        (lambda: ops.la_decode(q[:1], q[:1], v[:1], f32(1, 2, 153, 64), f32(1, 2, 153), np.zeros(1, np.int32)),
+         ValueError, r"la_decode: state_s must have shape \[\*, 2, 273, 64\], got \[1, 2, 153, 64\]"),
         (lambda: ops.gemm(f32(2, 3), f32(4, 5)), ValueError, r"gemm: w must have shape \[\*, 3\], got \[4, 5\]"),
         (lambda: ops.swiglu(f32(2, 3)), ValueError, "even"),
         (lambda: ops.rmsnorm(f32(2, 8), f32(7)), ValueError, "weight must have shape"),

@@ -81,6 +81,28 @@ def test_ragged_batch_equals_each_prompt_alone(tiny_model_dir, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_many_short_prompts_run_in_lockstep_like_alone(tiny_model_dir, device):
+    """12 prompts of 1-3 tokens (>= 4x as many prompts as tokens): generate prefills them together
+    as decode steps, position by position. Same tokens as each prompt alone (prefilled), greedy
+    and seeded sampling (the first prompt keeps sequence index 0), and as the fp64 reference."""
+    model = based_core.load(tiny_model_dir, device=device, dtype="float32")
+    rng = np.random.default_rng(4)
+    prompts = [list(map(int, rng.integers(0, 1000, size=n))) for n in [1] * 9 + [2, 3, 1]]
+    batched = model.generate(prompts, max_new_tokens=8)
+    ref = reference.load_reference(tiny_model_dir, torch.float64)
+    for p, b in zip(prompts, batched):
+        assert model.generate([p], max_new_tokens=8)[0] == b
+        assert ref.generate_greedy(p, 8) == b
+    kw = dict(max_new_tokens=8, temperature=0.8, top_k=50, seed=7)
+    a = model.generate(prompts, **kw)
+    assert model.generate(prompts[:1], **kw)[0] == a[0]
+    assert model.generate(prompts[:2], **kw) == a[:2]  # 2 prompts: prefilled one by one
+    s = model.session(max_batch=12)
+    s.generate(prompts, max_new_tokens=3)
+    assert [s.position(i) for i in range(12)] == [len(p) + 2 for p in prompts]  # the last token is not fed
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_sampling_is_seeded_and_batch_independent(tiny_model_dir, device):
     model = based_core.load(tiny_model_dir, device=device, dtype="float32")
     prompts = [[1, 2, 3], [4, 5]]
@@ -181,3 +203,81 @@ def test_cuda_tensor_interop_jax(tiny_model_dir):
     model = based_core.load(tiny_model_dir, device="cuda", dtype="float32")
     t = model.logits([[4, 5]])
     np.testing.assert_array_equal(np.asarray(jax.dlpack.from_dlpack(t)), based_core.to_numpy(t))
+
+
+# ---------------------------------------------------------------- LA state layout (symmetric_state)
+
+
+def greedy_with_logits(session, prompt, n):
+    """Prefill `prompt` in slot 0 (logits of every position), then n - 1 greedy decode steps:
+    (n greedy tokens, logits [len(prompt) + n - 1, V])."""
+    rows = [based_core.to_numpy(session.prefill(0, prompt, logits="all"))]
+    toks = [int(rows[-1][-1].argmax())]
+    while len(toks) < n:
+        rows.append(based_core.to_numpy(session.decode([0], [toks[-1]])))
+        toks.append(int(rows[-1][-1].argmax()))
+    return toks, np.concatenate(rows)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_symmetric_and_full_state_sessions_agree(tiny_model_dir, device):
+    """The symmetric LA state (the default) is exact: same greedy tokens, logits equal to fp32
+    rounding, and both match the fp64 reference; chunked prefill carries either layout over."""
+    model = based_core.load(tiny_model_dir, device=device, dtype="float32")
+    assert model.session().symmetric_state  # the default
+    prompt = [int(t) for t in np.random.default_rng(3).integers(0, 1000, size=40)]
+    got = {}
+    for symmetric in (True, False):
+        s = model.session(max_batch=2, prefill_chunk=16, symmetric_state=symmetric)
+        assert s.symmetric_state is symmetric
+        got[symmetric] = greedy_with_logits(s, prompt, 12)
+    assert got[True][0] == got[False][0]
+    assert rel_err(got[True][1], got[False][1]) < 1e-4
+    ref = reference.load_reference(tiny_model_dir, torch.float64)
+    want = ref.forward(torch.tensor([prompt + got[True][0][:-1]]))[0].numpy()
+    assert rel_err(got[True][1], want) < TOL["float32"]
+    # batched ragged generation (decode rows in several slots) gives the same tokens
+    prompts = [prompt[:5], prompt[:17]]
+    a = model.session(max_batch=2, symmetric_state=True).generate(prompts, max_new_tokens=10)
+    assert model.session(max_batch=2, symmetric_state=False).generate(prompts, max_new_tokens=10) == a
+
+
+def test_symmetric_state_bytes_per_slot(tiny_model_dir):
+    model = based_core.load(tiny_model_dir, device="cpu", dtype="float32")
+    c = model.config
+    f, n_la = c.la_feature_dim, c.layers.count("linear_attention")
+    assert n_la > 0
+    # each LA layer keeps S [H, D, hd] and z [H, D] in fp32 per slot; only D changes
+    rows_saved = (1 + f + f * f) - (1 + f + f * (f + 1) // 2)  # 273 - 153 = 120 for f = 16
+    saved = n_la * c.la_heads * rows_saved * (c.la_head_dim + 1) * 4
+    full = model.session(symmetric_state=False).state_bytes_per_slot
+    assert model.session(symmetric_state=True).state_bytes_per_slot == full - saved
+    assert model.session().state_bytes_per_slot == full - saved  # symmetric is the default
+
+
+def test_load_slot_refuses_the_other_state_layout(tiny_model_dir):
+    model = based_core.load(tiny_model_dir, device="cpu", dtype="float32")
+    sessions = {sym: model.session(max_batch=2, symmetric_state=sym) for sym in (True, False)}
+    for s in sessions.values():
+        s.prefill(0, [3, 1, 4, 1, 5], logits="none")
+        s.prefill(1, [2, 7, 1], logits="none")
+    blobs = {sym: s.save_slot(0) for sym, s in sessions.items()}
+    for sym, s in sessions.items():
+        with pytest.raises(ValueError, match="load_slot: .*layout"):
+            s.load_slot(1, blobs[not sym])
+        assert s.position(1) == 3  # refused before touching the slot
+        s.load_slot(1, blobs[sym])  # its own layout's blob loads, and continues exactly
+        assert s.position(1) == 5
+        np.testing.assert_array_equal(based_core.to_numpy(s.decode([1], [8])), based_core.to_numpy(s.decode([0], [8])))
+
+
+def test_state_layout_does_not_matter_without_linear_attention(tmp_path):
+    """With no LA layer the two layouts are one: same size, and slots move between them."""
+    d = make(tmp_path, "m", n_head=4, head_dim=16, layer_kinds=["conv", "swa", "conv"], window_size=8, seed=6)
+    model = based_core.load(d, device="cpu", dtype="float32")
+    a, b = model.session(symmetric_state=True), model.session(symmetric_state=False)
+    assert a.state_bytes_per_slot == b.state_bytes_per_slot
+    a.prefill(0, [5, 6, 7], logits="none")
+    a.load_slot(0, a.save_slot(0))  # its own blob, of course
+    b.load_slot(0, a.save_slot(0))
+    np.testing.assert_array_equal(based_core.to_numpy(b.decode([0], [1])), based_core.to_numpy(a.decode([0], [1])))

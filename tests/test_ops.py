@@ -1,7 +1,8 @@
 """Every op of based_core.ops against the fp64 PyTorch reference, on the CPU
 backend (float32) and, marked gpu, on the CUDA backend in every dtype, over
 head dims 64/112 (128 for LA), windows of 64/128 past tokens, lengths 1, 2, 3,
-63, 64, 65, 300, batch 1 and 64."""
+63, 64, 65, 300, batch 1 and 64. The linear-attention ops run with both state
+layouts of ops.h (the full TaylorExp one and the exact symmetric one)."""
 
 import pytest
 
@@ -11,48 +12,63 @@ LENGTHS = [1, 2, 3, 63, 64, 65, 300]
 CPU = [("cpu", "float32")]
 GPU = [pytest.param("cuda", dt, marks=pytest.mark.gpu) for dt in ("bfloat16", "float16", "float32")]
 DEVICES = CPU + GPU
+# LA state layout: the CPU cases are cheap (a few seconds in all), so every case runs with both
+SYMMETRIC = pytest.mark.parametrize("symmetric", [False, True], ids=["full", "symmetric"])
 
 
+@SYMMETRIC
 @pytest.mark.parametrize("device,dtype", DEVICES)
 @pytest.mark.parametrize("hd", [64, 112])
 @pytest.mark.parametrize("T", LENGTHS)
-def test_linear_attention_prefill(device, dtype, hd, T):
-    C.check_la(device, dtype, T, H=2, hd=hd, seed=T)
+def test_linear_attention_prefill(device, dtype, hd, T, symmetric):
+    C.check_la(device, dtype, T, H=2, hd=hd, seed=T, symmetric=symmetric)
 
 
+@SYMMETRIC
 @pytest.mark.parametrize("device,dtype", DEVICES)
 @pytest.mark.parametrize("T,split", [(2, 1), (65, 64), (300, 77)])
-def test_linear_attention_prefill_continues_state(device, dtype, T, split):
-    C.check_la(device, dtype, T, H=2, hd=64, split=split, seed=7)
+def test_linear_attention_prefill_continues_state(device, dtype, T, split, symmetric):
+    C.check_la(device, dtype, T, H=2, hd=64, split=split, seed=7, symmetric=symmetric)
 
 
+@SYMMETRIC
 @pytest.mark.parametrize("device,dtype", [("cpu", "float32"), pytest.param("cuda", "bfloat16", marks=pytest.mark.gpu)])
-def test_linear_attention_prefill_hd128_16_heads(device, dtype):
-    C.check_la(device, dtype, 130, H=16, hd=128, seed=3)
+def test_linear_attention_prefill_hd128_16_heads(device, dtype, symmetric):
+    C.check_la(device, dtype, 130, H=16, hd=128, seed=3, symmetric=symmetric)
 
 
+@SYMMETRIC
 @pytest.mark.parametrize("device,dtype", DEVICES)
 @pytest.mark.parametrize("hd", [64, 112])
 @pytest.mark.parametrize("T", [1, 63, 65, 300])
 @pytest.mark.parametrize("B", [1, 3])
-def test_linear_attention_prefill_batched(device, dtype, hd, T, B):
+def test_linear_attention_prefill_batched(device, dtype, hd, T, B, symmetric):
     """[B, T, H, *] inputs (FLA's layout) in one call == B single-sequence calls == fp64 reference."""
-    C.check_la_batched(device, dtype, B, T, H=2, hd=hd, seed=100 * B + T, strided=T % 2 == 1)
+    C.check_la_batched(device, dtype, B, T, H=2, hd=hd, seed=100 * B + T, strided=T % 2 == 1, symmetric=symmetric)
 
 
 @pytest.mark.gpu
+@SYMMETRIC
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("hd", [64, 112])
-def test_linear_attention_prefill_batched_long(dtype, hd):
+def test_linear_attention_prefill_batched_long(dtype, hd, symmetric):
     """Few (sequence, head) rows and many chunks: the segmented tensor-core path, batched."""
-    C.check_la_batched("cuda", dtype, 2, 1500, H=2, hd=hd, seed=hd, strided=True)
+    C.check_la_batched("cuda", dtype, 2, 1500, H=2, hd=hd, seed=hd, strided=True, symmetric=symmetric)
 
 
+@SYMMETRIC
 @pytest.mark.parametrize("device,dtype", DEVICES)
 @pytest.mark.parametrize("hd", [64, 112])
 @pytest.mark.parametrize("B", [1, 64])
-def test_linear_attention_decode(device, dtype, hd, B):
-    C.check_la_decode(device, dtype, B, H=2, hd=hd, seed=B)
+def test_linear_attention_decode(device, dtype, hd, B, symmetric):
+    C.check_la_decode(device, dtype, B, H=2, hd=hd, seed=B, symmetric=symmetric)
+
+
+@pytest.mark.parametrize("device,dtype", [("cpu", "float32"), pytest.param("cuda", "bfloat16", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("T,split,hd", [(2, 1, 64), (300, 77, 112)])
+def test_linear_attention_symmetric_and_full_layouts_agree(device, dtype, T, split, hd):
+    """Same inputs, both state layouts: the same y (prefill in two calls, then decode steps)."""
+    C.check_la_layouts_agree(device, dtype, T, H=2, hd=hd, split=split, seed=T)
 
 
 @pytest.mark.parametrize("device,dtype", DEVICES)

@@ -59,6 +59,93 @@ def test_feature_map_kernel_is_taylor_exp():
 
 
 # ----------------------------------------------------------------------------
+# symmetric state layout (SPEC 2.1 "Optional compression")
+# ----------------------------------------------------------------------------
+
+def _pairs(f):
+    """The symmetric layout's pair order, written out literally: i <= j, row-major."""
+    return [(i, j) for i in range(f) for j in range(i, f)]
+
+
+@pytest.mark.parametrize("f", [16, 5])
+def test_symmetric_feature_maps_layout_and_kernel(f):
+    x = randn(7, f, seed=4)
+    pq, pk = R.symmetric_feature_maps(x)
+    P = f * (f + 1) // 2
+    assert pq.shape == pk.shape == (7, 1 + f + P)
+    for r, (i, j) in enumerate(_pairs(f)):
+        assert torch.equal(pk[:, r], x[:, i] * x[:, j])
+        w = 1.0 / (2 * f) if i == j else 1.0 / f
+        torch.testing.assert_close(pq[:, r], x[:, i] * x[:, j] * w, rtol=1e-15, atol=0)
+    assert torch.equal(pk[:, P:P + f], x)
+    torch.testing.assert_close(pq[:, P:P + f], x / math.sqrt(f), rtol=1e-15, atol=0)
+    assert torch.equal(pk[:, P + f], torch.ones(7, dtype=F64)) and torch.equal(pq[:, P + f], pk[:, P + f])
+    # the same kernel as the full TaylorExp map, to fp64 rounding (kappa >= 0.5, so relative)
+    q, k = randn(500, f, seed=5, scale=1.5), randn(500, f, seed=6, scale=1.5)
+    sym = (R.symmetric_feature_maps(q)[0] * R.symmetric_feature_maps(k)[1]).sum(-1)
+    full = (R.taylor_feature_map(q) * R.taylor_feature_map(k)).sum(-1)
+    assert ((sym - full).abs() / full).max() < 1e-14
+    # feature_dim is the constant f, independent of the width (as in taylor_feature_map)
+    sym = (R.symmetric_feature_maps(q, 2 * f)[0] * R.symmetric_feature_maps(k, 2 * f)[1]).sum(-1)
+    full = (R.taylor_feature_map(q, 2 * f) * R.taylor_feature_map(k, 2 * f)).sum(-1)
+    assert ((sym - full).abs() / full).max() < 1e-14
+
+
+def test_symmetric_state_row_counts():
+    assert R.symmetric_feature_maps(randn(16))[0].shape == (153,)
+    S, z = R.symmetric_to_full_state(randn(2, 153, 64), randn(2, 153))
+    assert S.shape == (2, 273, 64) and z.shape == (2, 273)
+    S, z = R.full_to_symmetric_state(S, z)
+    assert S.shape == (2, 153, 64) and z.shape == (2, 153)
+    with pytest.raises(ValueError, match="272 rows"):
+        R.full_to_symmetric_state(randn(272, 4), randn(272))
+    with pytest.raises(ValueError, match="273 rows"):  # a full state is not a symmetric one
+        R.symmetric_to_full_state(randn(273, 4), randn(273))
+
+
+@pytest.mark.parametrize("f", [16, 5])
+def test_symmetric_state_conversions_are_exact_inverses(f):
+    D = 1 + f + f * (f + 1) // 2
+    S, z = randn(2, 3, D, 8, seed=7), randn(2, 3, D, seed=8)
+    Sf, zf = R.symmetric_to_full_state(S, z)
+    assert Sf.shape == (2, 3, 1 + f + f * f, 8) and zf.shape == (2, 3, 1 + f + f * f)
+    # the rows, written out literally
+    P = f * (f + 1) // 2
+    c2 = math.sqrt(2.0) * math.sqrt(f)
+    assert torch.equal(zf[..., 0], z[..., P + f])
+    torch.testing.assert_close(zf[..., 1:1 + f], z[..., P:P + f] / f ** 0.25, rtol=1e-15, atol=0)
+    for r, (i, j) in enumerate(_pairs(f)):
+        for a, b in ((i, j), (j, i)):
+            torch.testing.assert_close(Sf[..., 1 + f + f * a + b, :], S[..., r, :] / c2, rtol=1e-15, atol=0)
+            torch.testing.assert_close(zf[..., 1 + f + f * a + b], z[..., r] / c2, rtol=1e-15, atol=0)
+    S2, z2 = R.full_to_symmetric_state(Sf, zf)
+    torch.testing.assert_close(S2, S, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(z2, z, rtol=1e-14, atol=1e-15)
+    # float32 in, float32 out (acc dtype), like the other ops
+    assert R.symmetric_to_full_state(S.float(), z.float())[0].dtype == torch.float32
+
+
+@pytest.mark.parametrize("f", [16, 5])
+def test_symmetric_state_of_a_prefill_run(f):
+    """A real state is symmetric: full -> symmetric -> full is the identity, the symmetric state is
+    sum phi_k_sym v^T, and reading it out with phi_q_sym gives the same y."""
+    L, H, hd = 50, 2, 16
+    q, k, v = randn(L, H, f, seed=40), randn(L, H, f, seed=41), randn(L, H, hd, seed=42)
+    y, S, z = R.linear_attention_prefill(q, k, v, f)
+    Ss, zs = R.full_to_symmetric_state(S, z)
+    S2, z2 = R.symmetric_to_full_state(Ss, zs)
+    torch.testing.assert_close(S2, S, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(z2, z, rtol=1e-13, atol=1e-13)
+    pq, pk = R.symmetric_feature_maps(q, f)[0], R.symmetric_feature_maps(k, f)[1]
+    torch.testing.assert_close(Ss, torch.einsum("thD,thd->hDd", pk, v), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(zs, pk.sum(0), rtol=1e-12, atol=1e-12)
+    # the last token's output from the symmetric state (which includes it)
+    num = torch.einsum("hD,hDd->hd", pq[-1], Ss)
+    den = torch.einsum("hD,hD->h", pq[-1], zs)
+    torch.testing.assert_close(num / (den + 1e-12).unsqueeze(-1), y[-1], rtol=1e-11, atol=1e-11)
+
+
+# ----------------------------------------------------------------------------
 # linear attention
 # ----------------------------------------------------------------------------
 

@@ -33,12 +33,13 @@ struct Session::LayerState {
 
 namespace {
 
-ops::LinearAttentionShape la_shape(const ModelConfig& c) {
+ops::LinearAttentionShape la_shape(const ModelConfig& c, bool symmetric) {
   ops::LinearAttentionShape s;
   s.heads = int(c.la_heads);
   s.feature_dim = int(c.la_feature_dim);
   s.head_dim = int(c.la_head_dim);
   s.eps = c.la_eps;
+  s.symmetric = symmetric;
   return s;
 }
 
@@ -79,7 +80,7 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& optio
     LayerState& st = states_[std::size_t(i)];
     switch (c.layers[std::size_t(i)]) {
       case LayerKind::LinearAttention: {
-        int64_t D = la_shape(c).state_rows();
+        int64_t D = la_shape(c, options_.symmetric_state).state_rows();
         st.bytes_per_slot[0] = std::size_t(c.la_heads * D * c.la_head_dim) * 4;
         st.bytes_per_slot[1] = std::size_t(c.la_heads * D) * 4;
         break;
@@ -302,7 +303,7 @@ void Session::forward(int64_t T, bool decode, int slot, int64_t start) {
         const uint8_t* base = static_cast<const uint8_t*>(big_);
         if (decode) {
           ops::LaDecodeParams p;
-          p.shape = la_shape(c);
+          p.shape = la_shape(c, options_.symmetric_state);
           p.q = base; p.k = base + std::size_t(qk) * as; p.v = base + std::size_t(2 * qk) * as;
           p.ld_q = p.ld_k = p.ld_v = big_cols_;
           p.y = mid_; p.ld_y = mid_cols_; p.dtype = act; p.n_tokens = T; p.slots = slot_ids_;
@@ -310,7 +311,7 @@ void Session::forward(int64_t T, bool decode, int slot, int64_t start) {
           be_->la_decode(p);
         } else {
           ops::LaPrefillParams p;
-          p.shape = la_shape(c);
+          p.shape = la_shape(c, options_.symmetric_state);
           p.q = base; p.k = base + std::size_t(qk) * as; p.v = base + std::size_t(2 * qk) * as;
           p.ld_q = p.ld_k = p.ld_v = big_cols_;
           p.y = mid_; p.ld_y = mid_cols_; p.dtype = act; p.n_tokens = T;
@@ -491,14 +492,17 @@ struct SlotHeader {
 };
 
 // FNV-1a over everything that fixes the meaning of a slot's bytes: configs
-// with equal sizes but another layer order or head split must not match.
-uint64_t slot_layout(const ModelConfig& c) {
+// with equal sizes but another layer order or head split (or LA state layout)
+// must not match.
+uint64_t slot_layout(const ModelConfig& c, bool symmetric_state) {
   uint64_t h = 1469598103934665603ull;
   auto mix = [&](int64_t v) {
     for (int i = 0; i < 8; ++i) h = (h ^ uint64_t((v >> (8 * i)) & 0xff)) * 1099511628211ull;
   };
   for (LayerKind k : c.layers) mix(int64_t(k));
   for (int64_t v : {c.d_model, c.n_head, c.la_heads, c.la_feature_dim, c.swa_window, c.conv_channels}) mix(v);
+  const bool has_la = std::find(c.layers.begin(), c.layers.end(), LayerKind::LinearAttention) != c.layers.end();
+  if (symmetric_state && has_la) mix(0x53594d);  // only then: blobs of the full layout keep their hash
   return h;
 }
 }  // namespace
@@ -512,7 +516,7 @@ std::vector<uint8_t> Session::save_slot(int slot) const {
   h.d_model = model_->config().d_model;
   h.act_dtype = int32_t(model_->activation_dtype());
   h.position = positions_[std::size_t(slot)];
-  h.layout = slot_layout(model_->config());
+  h.layout = slot_layout(model_->config(), options_.symmetric_state);
   std::vector<uint8_t> out(sizeof(h) + slot_bytes_);
   std::memcpy(out.data(), &h, sizeof(h));
   std::size_t off = sizeof(h);
@@ -527,15 +531,26 @@ std::vector<uint8_t> Session::save_slot(int slot) const {
 void Session::load_slot(int slot, const std::vector<uint8_t>& bytes) {
   check_slot(slot, "load_slot");
   SlotHeader h{};
+  const std::string other_model = "load_slot: the bytes were not saved from a session of this model config and dtype";
+  if (bytes.size() >= sizeof(h)) {  // the header first: it names a state-layout mismatch precisely
+    std::memcpy(&h, bytes.data(), sizeof(h));
+    const uint64_t mine = slot_layout(model_->config(), options_.symmetric_state);
+    if (std::memcmp(h.magic, kSlotMagic, 8) == 0 && h.layout != mine &&  // (equal without LA layers)
+        h.layout == slot_layout(model_->config(), !options_.symmetric_state))
+      throw InvalidArgument(std::string("load_slot: the bytes hold the ") +
+                            (options_.symmetric_state ? "full (TaylorExp)" : "symmetric") +
+                            " linear-attention state layout, this session the " +
+                            (options_.symmetric_state ? "symmetric" : "full") +
+                            " one (SessionOptions::symmetric_state)");
+  }
   if (bytes.size() != sizeof(h) + slot_bytes_)
     throw InvalidArgument("load_slot: expected " + std::to_string(sizeof(h) + slot_bytes_) + " bytes, got " +
                           std::to_string(bytes.size()) + " (saved from a different model, dtype or version?)");
-  std::memcpy(&h, bytes.data(), sizeof(h));
   if (std::memcmp(h.magic, kSlotMagic, 8) != 0 || h.slot_bytes != slot_bytes_ ||
       h.n_layer != model_->config().n_layer || h.d_model != model_->config().d_model ||
-      h.act_dtype != int32_t(model_->activation_dtype()) || h.layout != slot_layout(model_->config()) ||
-      h.position < 0)
-    throw InvalidArgument("load_slot: the bytes were not saved from a session of this model config and dtype");
+      h.act_dtype != int32_t(model_->activation_dtype()) ||
+      h.layout != slot_layout(model_->config(), options_.symmetric_state) || h.position < 0)
+    throw InvalidArgument(other_model);
   std::size_t off = sizeof(h);
   for (const LayerState& st : states_)
     st.for_each_buffer([&](uint8_t* base, std::size_t n) {

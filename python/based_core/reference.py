@@ -13,7 +13,10 @@ Tensor layouts (``...`` = optional leading batch dims, shared by all inputs):
 
 * linear attention: q, k ``[..., L, H, f]``, v ``[..., L, H, hd]``;
   state S ``[..., H, D, hd]`` (feature-major, D = 1 + f + f*f, rows ordered
-  [1 | x_i | x_i x_j row-major]), z ``[..., H, D]``.
+  [1 | x_i | x_i x_j row-major]), z ``[..., H, D]``.  The exact symmetric layout
+  (D = 1 + f + f(f+1)/2, rows [x_i x_j, i <= j | x_i | 1], constants on the query
+  side) is converted to and from this one by symmetric_to_full_state /
+  full_to_symmetric_state; its features are symmetric_feature_maps.
 * sliding-window attention / RoPE: ``[..., L, H, hd]``; positions are 1-D.
 * short conv: a ``[..., L, C]`` (channels last), weight ``[C, 1, K]``,
   tail ``[..., K-1, C]`` = the last K-1 inputs, oldest first.
@@ -65,6 +68,98 @@ def taylor_feature_map(x: torch.Tensor, feature_dim: Optional[int] = None) -> to
     ones = torch.ones(x.shape[:-1] + (1,), dtype=x.dtype, device=x.device)
     second = (x.unsqueeze(-1) * x.unsqueeze(-2)).flatten(-2) / (math.sqrt(2.0) * math.sqrt(f))
     return torch.cat([ones, x / f ** 0.25, second], dim=-1)
+
+
+def _state_feature_width(D: int, full: bool) -> int:
+    """The feature width n of a state with D rows (full: 1 + n + n^2; else 1 + n + n(n+1)/2)."""
+    # solve the quadratic in n, then check, so that a wrong D is an error, not a wrong n
+    disc = 4 * D - 3 if full else 8 * D + 1
+    n = (math.isqrt(disc) - (1 if full else 3)) // 2
+    if n < 0 or D != (1 + n + n * n if full else 1 + n + n * (n + 1) // 2):
+        raise ValueError(f"{D} rows is not a {'full' if full else 'symmetric'} linear-attention state size")
+    return n
+
+
+def _symmetric_map(n: int, f: float, device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """For every full-layout row r (1 + n + n^2 of them): the symmetric row it comes from and the
+    factor, so that full[r] = sym[src[r]] * scale[r] exactly (SPEC 2.1 "Optional compression")."""
+    P = n * (n + 1) // 2
+    iu, ju = torch.triu_indices(n, n, device=device)  # row-major upper triangle: the pair order
+    pair = torch.empty(n, n, dtype=torch.int64, device=device)
+    pair[iu, ju] = torch.arange(P, device=device)
+    pair[ju, iu] = pair[iu, ju]  # x_i x_j and x_j x_i share one symmetric row
+    src = torch.cat([torch.tensor([P + n], device=device),       # row 0: the count
+                     torch.arange(P, P + n, device=device),        # rows 1 + i: x_i
+                     pair.flatten()])                              # rows 1 + n + n*i + j
+    # float64 constants: callers cast to their acc dtype
+    scale = torch.cat([torch.ones(1, dtype=torch.float64), torch.full((n,), f ** -0.25, dtype=torch.float64),
+                       torch.full((n * n,), 1.0 / (math.sqrt(2.0) * math.sqrt(f)), dtype=torch.float64)])
+    return src, scale.to(device)
+
+
+def symmetric_feature_maps(x: torch.Tensor, feature_dim: Optional[int] = None
+                           ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The exact symmetric form of TaylorExp: [..., n] -> (phi_q, phi_k), each [..., 1 + n + n(n+1)/2].
+
+    Rows [0, P), P = n(n+1)/2, are the pairs i <= j in row-major order of the
+    upper triangle (i = 0: j = 0..n-1; i = 1: j = 1..n-1; ...); rows P + i are
+    x_i; row P + n is 1.  The key side keeps the products unscaled (x_i x_j,
+    x_i, 1), which is what the symmetric state sums; every constant moves to the
+    query side: x_i x_j / f (i < j), x_i^2 / (2f), x_i / sqrt(f), 1.  Then
+    phi_q(q).phi_k(k) = 1 + s + s^2/2 with s = q.k/sqrt(f), exactly
+    taylor_feature_map(q).taylor_feature_map(k), with fewer rows (153 for n = 16).
+    ``feature_dim`` is the constant f as in taylor_feature_map (default n).
+    """
+    n = x.shape[-1]
+    f = float(feature_dim if feature_dim is not None else n)
+    iu, ju = torch.triu_indices(n, n, device=x.device)
+    prod = x[..., iu] * x[..., ju]
+    ones = torch.ones(x.shape[:-1] + (1,), dtype=x.dtype, device=x.device)
+    # an off-diagonal pair stands for both x_i x_j and x_j x_i of the full form
+    w = torch.full(iu.shape, 1.0 / f, dtype=torch.float64, device=x.device)
+    w[iu == ju] = 0.5 / f
+    w = w.to(x.dtype)
+    phi_q = torch.cat([prod * w, x / math.sqrt(f), ones], dim=-1)
+    phi_k = torch.cat([prod, x, ones], dim=-1)
+    return phi_q, phi_k
+
+
+def symmetric_to_full_state(S: torch.Tensor, z: torch.Tensor, feature_dim: Optional[int] = None
+                            ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A symmetric-layout LA state (S [..., Ds, hd], z [..., Ds], see symmetric_feature_maps) in
+    the full TaylorExp layout (D = 1 + n + n^2): every full row is one symmetric row times its
+    constant (x_i x_j and x_j x_i both get the pair (min, max)).  Exact up to that one rounding.
+    Returns acc dtype; ``feature_dim`` is f (default n, the width the rows imply).
+    """
+    if S.shape[-2] != z.shape[-1]:
+        raise ValueError(f"S has {S.shape[-2]} rows but z has {z.shape[-1]}")
+    n = _state_feature_width(z.shape[-1], full=False)
+    src, scale = _symmetric_map(n, float(feature_dim if feature_dim is not None else n), z.device)
+    acc = _acc(S, z)
+    scale = scale.to(acc)
+    return (S.to(acc).index_select(-2, src) * scale.unsqueeze(-1),
+            z.to(acc).index_select(-1, src) * scale)
+
+
+def full_to_symmetric_state(S: torch.Tensor, z: torch.Tensor, feature_dim: Optional[int] = None
+                            ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The inverse of symmetric_to_full_state: a full-layout state (D = 1 + n + n^2 rows) in the
+    symmetric layout.  A pair row i < j is the mean of the full rows x_i x_j and x_j x_i (equal in
+    any state that is a sum of features) over their constant; the other rows are one full row
+    over its constant.  Returns acc dtype.
+    """
+    if S.shape[-2] != z.shape[-1]:
+        raise ValueError(f"S has {S.shape[-2]} rows but z has {z.shape[-1]}")
+    n = _state_feature_width(z.shape[-1], full=True)
+    src, scale = _symmetric_map(n, float(feature_dim if feature_dim is not None else n), z.device)
+    acc = _acc(S, z)
+    Ds = 1 + n + n * (n + 1) // 2
+    count = torch.bincount(src, minlength=Ds).to(acc)  # 2 for off-diagonal pairs, else 1
+    inv = 1.0 / (scale.to(acc) * count[src])
+    zs = torch.zeros(z.shape[:-1] + (Ds,), dtype=acc, device=z.device)
+    Ss = torch.zeros(S.shape[:-2] + (Ds, S.shape[-1]), dtype=acc, device=S.device)
+    return (Ss.index_add(-2, src, S.to(acc) * inv.unsqueeze(-1)),
+            zs.index_add(-1, src, z.to(acc) * inv))
 
 
 def linear_attention_prefill(q, k, v, feature_dim=None, state=None, eps=1e-12, chunk=256):

@@ -236,12 +236,33 @@ LaSeq la_slice(const LaSeq& s, int a, int b) {
 
 std::vector<float> to_f32(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
 
+/// The symmetric state layout of ops.h (kDs rows: pairs i <= j, then k_i, then 1, unscaled)
+/// expanded to the full TaylorExp one (kD rows): an exact linear map. `cols` = hd for S, 1 for z.
+constexpr int kDs = 1 + kF + kF * (kF + 1) / 2;  // 153
+std::vector<double> full_from_symmetric(const std::vector<float>& sym, int H, int cols) {
+  std::vector<double> full(std::size_t(H) * kD * cols);
+  const double c1 = 0.5, c2 = 1 / (4 * std::sqrt(2.0));  // f^(-1/4), 1/(sqrt2 sqrt f) for f = 16
+  for (int h = 0; h < H; ++h) {
+    auto src = [&](int r, int c) { return double(sym[(std::size_t(h) * kDs + r) * cols + c]); };
+    auto dst = [&](int r, int c) -> double& { return full[(std::size_t(h) * kD + r) * cols + c]; };
+    for (int c = 0; c < cols; ++c) {
+      int r = 0;
+      for (int i = 0; i < kF; ++i)
+        for (int j = i; j < kF; ++j, ++r) dst(1 + kF + kF * i + j, c) = dst(1 + kF + kF * j + i, c) = src(r, c) * c2;
+      for (int i = 0; i < kF; ++i) dst(1 + i, c) = src(r + i, c) * c1;
+      dst(0, c) = src(r + kF, c);
+    }
+  }
+  return full;
+}
+
 ops::LaPrefillParams la_prefill_params(const LaSeq& s, DType t, const Buf& q, const Buf& k,
-                                       const Buf& v, const Buf& y, float* S, float* z) {
+                                       const Buf& v, const Buf& y, float* S, float* z, bool symmetric = false) {
   ops::LaPrefillParams p;
   p.shape.heads = s.H;
   p.shape.feature_dim = kF;
   p.shape.head_dim = s.hd;
+  p.shape.symmetric = symmetric;
   p.q = q.p, p.k = k.p, p.v = v.p, p.y = y.p;
   p.ld_q = p.ld_k = s.H * kF;
   p.ld_v = p.ld_y = s.H * s.hd;
@@ -252,11 +273,12 @@ ops::LaPrefillParams la_prefill_params(const LaSeq& s, DType t, const Buf& q, co
   return p;
 }
 
-/// Runs la_prefill on `s` continuing from the state in S/z; returns y.
-std::vector<float> run_la_prefill(Backend* be, const LaSeq& s, DType t, float* S, float* z) {
+/// Runs la_prefill on `s` continuing from the state in S/z (full or symmetric layout); returns y.
+std::vector<float> run_la_prefill(Backend* be, const LaSeq& s, DType t, float* S, float* z,
+                                  bool symmetric = false) {
   Buf q = upload(be, s.q, t), k = upload(be, s.k, t), v = upload(be, s.v, t);
   Buf y(be, std::size_t(s.n) * s.H * s.hd * dtype_size(t));
-  be->la_prefill(la_prefill_params(s, t, q, k, v, y, S, z));
+  be->la_prefill(la_prefill_params(s, t, q, k, v, y, S, z, symmetric));
   return download(be, y, std::size_t(s.n) * s.H * s.hd, t);
 }
 

@@ -160,6 +160,69 @@ TEST_CASE("la_decode: rows on their slots, update then read out") {
       }
 }
 
+TEST_CASE("la symmetric state: same y as the full layout, state equal once expanded; then decode") {
+  // Every prefill path (fp32 CUDA-core kernel; the tensor-core kernel, segmented for T = 1501;
+  // BASED_CORE_LA_PREFILL=mma selects the mma.sync one on Hopper) and the decode kernel, with the
+  // 153-row state vs the 273-row one: identical math, so y agrees to rounding.
+  NEED_GPU();
+  std::mt19937 g(18);
+  const int H = 2, hist = 37, Td = 2;
+  for (DType t : kDtypes)
+    for (int hd : {64, 112, 128})
+      for (int T : {1, 65, 300, 1501}) {
+        if (T == 1501 && t == DType::F32) continue;
+        const std::string ctx = "la symmetric " + dname(t) + " hd" + std::to_string(hd) + " T" + std::to_string(T);
+        const LaSeq all = la_seq(g, H, hd, hist + T + Td, t);
+        const std::size_t nS = std::size_t(H) * kD * hd, nz = std::size_t(H) * kD;
+        const std::size_t nSs = std::size_t(H) * kDs * hd, nzs = std::size_t(H) * kDs, row = std::size_t(H) * hd;
+        Buf Sf(be, nS * 4), zf(be, nz * 4), Ss(be, nSs * 4), zs(be, nzs * 4);
+        be->fill_zero(Sf.p, nS * 4), be->fill_zero(zf.p, nz * 4), be->fill_zero(Ss.p, nSs * 4), be->fill_zero(zs.p, nzs * 4);
+        for (auto [a, b] : {std::pair<int, int>{0, hist}, {hist, hist + T}}) {
+          const LaSeq part = la_slice(all, a, b);
+          const auto yf = run_la_prefill(be, part, t, Sf.as<float>(), zf.as<float>(), false);
+          const auto ys = run_la_prefill(be, part, t, Ss.as<float>(), zs.as<float>(), true);
+          CHECK(close(ys, yf, tol_same(t), ctx + " prefill y [" + std::to_string(a) + ", " + std::to_string(b) + ")"));
+        }
+        if (T <= 300) {  // and against the fp64 quadratic form
+          std::vector<double> y, S, z;
+          la_ref(la_slice(all, 0, hist + T), hist, y, S, z);
+          Buf Sc(be, nSs * 4), zc(be, nzs * 4);
+          be->fill_zero(Sc.p, nSs * 4), be->fill_zero(zc.p, nzs * 4);
+          run_la_prefill(be, la_slice(all, 0, hist), t, Sc.as<float>(), zc.as<float>(), true);
+          CHECK(close(run_la_prefill(be, la_slice(all, hist, hist + T), t, Sc.as<float>(), zc.as<float>(), true), y,
+                      tol_for(t), ctx + " y vs fp64"));
+          CHECK(close(to_f32(full_from_symmetric(download(be, Sc, nSs, DType::F32), H, hd)), S, kStateTol,
+                      ctx + " S vs fp64"));
+          CHECK(close(to_f32(full_from_symmetric(download(be, zc, nzs, DType::F32), H, 1)), z, kStateTol,
+                      ctx + " z vs fp64"));
+        }
+        const auto Sfh = download(be, Sf, nS, DType::F32), zfh = download(be, zf, nz, DType::F32);
+        CHECK(close(to_f32(full_from_symmetric(download(be, Ss, nSs, DType::F32), H, hd)), Sfh, kStateTol,
+                    ctx + " S expanded"));
+        CHECK(close(to_f32(full_from_symmetric(download(be, zs, nzs, DType::F32), H, 1)), zfh, kStateTol,
+                    ctx + " z expanded"));
+        Buf sl = upload_i32(be, {0});
+        for (int i = hist + T; i < hist + T + Td; ++i) {
+          const LaSeq one = la_slice(all, i, i + 1);
+          Buf q = upload(be, one.q, t), k = upload(be, one.k, t), v = upload(be, one.v, t);
+          std::vector<float> y[2];
+          for (int sym = 0; sym < 2; ++sym) {
+            Buf yb(be, row * dtype_size(t));
+            ops::LaDecodeParams p;
+            p.shape.heads = H, p.shape.feature_dim = kF, p.shape.head_dim = hd, p.shape.symmetric = sym == 1;
+            p.q = q.p, p.k = k.p, p.v = v.p, p.y = yb.p, p.ld_q = p.ld_k = H * kF, p.ld_v = p.ld_y = H * hd;
+            p.dtype = t, p.n_tokens = 1, p.slots = sl.as<int32_t>();
+            p.state_s = (sym ? Ss : Sf).as<float>(), p.state_z = (sym ? zs : zf).as<float>();
+            be->la_decode(p);
+            y[sym] = download(be, yb, row, t);
+          }
+          CHECK(close(y[1], y[0], tol_same(t), ctx + " decode y at " + std::to_string(i)));
+        }
+        CHECK(close(to_f32(full_from_symmetric(download(be, Ss, nSs, DType::F32), H, hd)),
+                    download(be, Sf, nS, DType::F32), kStateTol, ctx + " S after decode"));
+      }
+}
+
 TEST_CASE("la: prefill split in two == one prefill; prefill then decode == longer prefill") {
   NEED_GPU();
   std::mt19937 g(8);

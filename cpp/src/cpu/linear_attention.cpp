@@ -1,8 +1,8 @@
 // linear_attention.cpp: CPU Taylor linear attention (SPEC.md 2.1), prefill and decode.
 //
 // Both ops run the recurrent form token by token on the fp32 feature-major
-// state S [D][hd], z [D] of one head: update with phi(k_t) v_t^T, then read out
-// with phi(q_t). That is O(T * D * hd) per head and continues any state already
+// state S [D][hd], z [D] of one head (either layout of ops.h: full or
+// symmetric): update with phi(k_t) v_t^T, then read out with phi(q_t). That is O(T * D * hd) per head and continues any state already
 // present, which is what a prefill of a later chunk needs. Update and readout
 // are fused in one pass over the D state rows; the readout sums in double.
 #include <cmath>
@@ -25,16 +25,29 @@ void check_shape(const ops::LinearAttentionShape& s, const char* op) {
 }
 
 // computes: phi(x) = [1, x_i / f^(1/4), x_i x_j / (sqrt2 sqrt f)] (D = 1 + f + f^2 values,
-// TaylorExp order: the second-order block is the row-major outer product).
-// The constants use f, the feature dim, never hd (SPEC.md 6.4-6.5).
-void feature_map(const float* x, int f, float* out) {
-  const double c1 = 1.0 / std::sqrt(std::sqrt(double(f)));
-  const double c2 = 1.0 / (std::sqrt(2.0) * std::sqrt(double(f)));
-  out[0] = 1.f;
-  for (int i = 0; i < f; ++i) out[1 + i] = float(x[i] * c1);
-  float* o2 = out + 1 + f;
+// TaylorExp order: the second-order block is the row-major outer product), or, for the
+// symmetric layout of ops.h, the upper triangle i <= j, then x, then 1, with the scales on the
+// query side only (key side: x_i x_j, x_i, 1; query side: x_i x_j / f off the diagonal,
+// x_i^2 / (2f) on it, x_i / sqrt f, 1). The constants use f, the feature dim, never hd
+// (SPEC.md 6.4-6.5).
+void feature_map(const float* x, int f, bool symmetric, bool query, float* out) {
+  if (!symmetric) {
+    const double c1 = 1.0 / std::sqrt(std::sqrt(double(f)));
+    const double c2 = 1.0 / (std::sqrt(2.0) * std::sqrt(double(f)));
+    out[0] = 1.f;
+    for (int i = 0; i < f; ++i) out[1 + i] = float(x[i] * c1);
+    float* o2 = out + 1 + f;
+    for (int i = 0; i < f; ++i)
+      for (int j = 0; j < f; ++j) o2[i * f + j] = float(double(x[i]) * x[j] * c2);
+    return;
+  }
+  const double w1 = query ? 1.0 / std::sqrt(double(f)) : 1.0;
+  const double w_off = query ? 1.0 / f : 1.0, w_diag = query ? 0.5 / f : 1.0;
+  int r = 0;
   for (int i = 0; i < f; ++i)
-    for (int j = 0; j < f; ++j) o2[i * f + j] = float(double(x[i]) * x[j] * c2);
+    for (int j = i; j < f; ++j) out[r++] = float(double(x[i]) * x[j] * (i == j ? w_diag : w_off));
+  for (int i = 0; i < f; ++i) out[r++] = float(x[i] * w1);
+  out[r] = 1.f;
 }
 
 // computes, for one head and one token: S += phik v^T, z += phik (update first, so the
@@ -97,6 +110,7 @@ void la_prefill(const ops::LaPrefillParams& p) {
   if (p.n_tokens == 0 || p.n_seqs == 0) return;
   const int H = p.shape.heads, f = p.shape.feature_dim, hd = p.shape.head_dim;
   const int64_t D = p.shape.state_rows();
+  const bool sym = p.shape.symmetric;
   const float* Q = static_cast<const float*>(p.q);
   const float* K = static_cast<const float*>(p.k);
   const float* V = static_cast<const float*>(p.v);
@@ -119,8 +133,8 @@ void la_prefill(const ops::LaPrefillParams& p) {
     const float* Vb = V + b * p.seq_stride_v;
     float* Yb = Y + b * p.seq_stride_y;
     for (int64_t t = 0; t < p.n_tokens; ++t) {
-      feature_map(Kb + t * p.ld_k + int64_t(h) * f, f, phik.data());
-      feature_map(Qb + t * p.ld_q + int64_t(h) * f, f, phiq.data());
+      feature_map(Kb + t * p.ld_k + int64_t(h) * f, f, sym, false, phik.data());
+      feature_map(Qb + t * p.ld_q + int64_t(h) * f, f, sym, true, phiq.data());
       la_step(phik.data(), phiq.data(), Vb + t * p.ld_v + int64_t(h) * hd, D, hd, p.shape.eps, S,
               z, Yb + t * p.ld_y + int64_t(h) * hd, num.data());
     }
@@ -136,6 +150,7 @@ void la_decode(const ops::LaDecodeParams& p) {
   if (p.n_tokens == 0) return;
   const int H = p.shape.heads, f = p.shape.feature_dim, hd = p.shape.head_dim;
   const int64_t D = p.shape.state_rows();
+  const bool sym = p.shape.symmetric;
   const float* Q = static_cast<const float*>(p.q);
   const float* K = static_cast<const float*>(p.k);
   const float* V = static_cast<const float*>(p.v);
@@ -152,8 +167,8 @@ void la_decode(const ops::LaDecodeParams& p) {
     std::vector<double> num(hd);
     float* S = p.state_s + (slot * H + h) * D * hd;
     float* z = p.state_z + (slot * H + h) * D;
-    feature_map(K + i * p.ld_k + int64_t(h) * f, f, phik.data());
-    feature_map(Q + i * p.ld_q + int64_t(h) * f, f, phiq.data());
+    feature_map(K + i * p.ld_k + int64_t(h) * f, f, sym, false, phik.data());
+    feature_map(Q + i * p.ld_q + int64_t(h) * f, f, sym, true, phiq.data());
     la_step(phik.data(), phiq.data(), V + i * p.ld_v + int64_t(h) * hd, D, hd, p.shape.eps, S, z,
             Y + i * p.ld_y + int64_t(h) * hd, num.data());
   }
