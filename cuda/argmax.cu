@@ -21,11 +21,11 @@ __device__ __forceinline__ bool better(float v, int i, float bv, int bi) {
 
 // computes: out[row] = argmax_j logits[row, j], lowest j on ties (SPEC 4: greedy top_k == 1).
 template <bool VEC4>
-__global__ void argmax_kernel(const float* __restrict__ logits, int64_t vocab,
+__global__ void argmax_kernel(const float* __restrict__ logits, int64_t vocab, int64_t ld,
                               int32_t* __restrict__ out) {
   __shared__ float s_val[32];
   __shared__ int s_idx[32];
-  const float* row = logits + int64_t(blockIdx.x) * vocab;
+  const float* row = logits + int64_t(blockIdx.x) * ld;
   float bv = -INFINITY;
   int bi = INT_MAX;
   if (VEC4) {
@@ -38,6 +38,8 @@ __global__ void argmax_kernel(const float* __restrict__ logits, int64_t vocab,
       if (better(v.z, 4 * j + 2, bv, bi)) bv = v.z, bi = 4 * j + 2;
       if (better(v.w, 4 * j + 3, bv, bi)) bv = v.w, bi = 4 * j + 3;
     }
+    for (int j = 4 * n4 + threadIdx.x; j < vocab; j += blockDim.x)  // vocab % 4 tail
+      if (better(row[j], j, bv, bi)) bv = row[j], bi = j;
   } else {
     for (int j = threadIdx.x; j < vocab; j += blockDim.x)
       if (better(row[j], j, bv, bi)) bv = row[j], bi = j;
@@ -70,11 +72,13 @@ __global__ void argmax_kernel(const float* __restrict__ logits, int64_t vocab,
 cudaError_t launch_argmax(const ops::ArgmaxParams& p, cudaStream_t stream) {
   if (p.rows <= 0) return cudaSuccess;
   if (p.vocab <= 0 || p.vocab > INT_MAX - 4) return cudaErrorInvalidValue;
-  const bool vec4 = p.vocab % 4 == 0 && aligned_to(p.logits, 16);
+  const int64_t ld = p.row_stride();
+  if (ld < p.vocab) return cudaErrorInvalidValue;
+  const bool vec4 = ld % 4 == 0 && aligned_to(p.logits, 16);  // every row 16-byte aligned
   if (vec4)
-    argmax_kernel<true><<<unsigned(p.rows), kThreads, 0, stream>>>(p.logits, p.vocab, p.out);
+    argmax_kernel<true><<<unsigned(p.rows), kThreads, 0, stream>>>(p.logits, p.vocab, ld, p.out);
   else
-    argmax_kernel<false><<<unsigned(p.rows), kThreads, 0, stream>>>(p.logits, p.vocab, p.out);
+    argmax_kernel<false><<<unsigned(p.rows), kThreads, 0, stream>>>(p.logits, p.vocab, ld, p.out);
   return cudaGetLastError();
 }
 

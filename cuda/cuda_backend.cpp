@@ -330,6 +330,7 @@ void CudaBackend::argmax(const ops::ArgmaxParams& p) {
   require(p.rows > 0 && p.rows <= 0x7fffffff && p.vocab > 0 && p.vocab < 0x7ffffff0, "argmax",
           "bad sizes");
   require(p.logits && p.out, "argmax", "null pointer");
+  require(p.ld == 0 || p.ld >= p.vocab, "argmax", "ld must be 0 or >= vocab");
   ensure_device();
   check_launch(launch_argmax(p, stream_), "argmax");
 }
@@ -338,11 +339,13 @@ void CudaBackend::sample(const ops::SampleParams& p) {
   if (p.rows == 0) return;
   require(p.rows > 0 && p.rows <= 0x7fffffff && p.vocab > 0 && p.vocab < 0x7ffffff0, "sample", "bad sizes");
   require(p.logits && p.out && p.seqs && p.steps, "sample", "null pointer");
+  require(p.ld == 0 || p.ld >= p.vocab, "sample", "ld must be 0 or >= vocab");
   if (p.temperature <= 0.f || p.top_k == 1) {  // greedy settings
     ops::ArgmaxParams a;
     a.logits = p.logits;
     a.rows = p.rows;
     a.vocab = p.vocab;
+    a.ld = p.ld;
     a.out = p.out;
     return argmax(a);
   }

@@ -52,7 +52,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(ops::SampleParams p) {
   __shared__ int s_idx;
 
   const int64_t row = blockIdx.x;
-  const float* x = p.logits + row * p.vocab;
+  const float* x = p.logits + row * (p.ld ? p.ld : p.vocab);  // (row_stride() is host-only)
   const int n = int(p.vocab);
   const int tid = threadIdx.x;
 

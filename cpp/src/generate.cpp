@@ -34,8 +34,9 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
 
   const ModelConfig& c = model_->config();
   const int64_t V = c.vocab_size;  // padded columns are never sampled
+  const int64_t Vp = c.vocab_padded;  // row stride of the logits (aligned rows: decode_step)
   const bool greedy = options.sampling.greedy();
-  float* logits = lazy_buffer(gen_logits_, std::size_t(options_.max_slots) * std::size_t(V));
+  float* logits = lazy_buffer(gen_logits_, std::size_t(options_.max_slots) * std::size_t(Vp));
   std::vector<int32_t> picked(static_cast<std::size_t>(P)), steps(static_cast<std::size_t>(P));
 
   // Picks the tokens of n rows of `logits` on the device: argmax (already done
@@ -44,7 +45,7 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
   // the rows' sequence indices (sequence i lives in slot i).
   auto pick = [&](int64_t n, const int32_t* seqs_host, bool argmax_done) {
     if (greedy) {
-      if (!argmax_done) argmax_rows(logits, n, V);
+      if (!argmax_done) argmax_rows(logits, n, V, Vp);
     } else {
       for (int64_t i = 0; i < n; ++i) steps[std::size_t(i)] = int32_t(out[std::size_t(seqs_host[i])].size());
       be_->copy(steps_, steps.data(), std::size_t(n) * 4, CopyKind::HostToDevice);
@@ -52,6 +53,7 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
       sp.logits = logits;
       sp.rows = n;
       sp.vocab = V;
+      sp.ld = Vp;
       sp.temperature = options.sampling.temperature;
       sp.top_k = options.sampling.top_k;
       sp.top_p = options.sampling.top_p;
@@ -92,7 +94,7 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
     if (in_lock[std::size_t(i)]) continue;
     reset(int(i));
     const auto& pr = prompts[std::size_t(i)];
-    prefill_into(int(i), pr.data(), int64_t(pr.size()), LogitsMode::Last, logits, V);
+    prefill_into(int(i), pr.data(), int64_t(pr.size()), LogitsMode::Last, logits, Vp);
     const int32_t seq = int32_t(i);
     if (!greedy) be_->copy(slot_ids_, &seq, 4, CopyKind::HostToDevice);
     pick(1, &seq, false);

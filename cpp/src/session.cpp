@@ -99,7 +99,7 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& optio
   mid_cols_ = std::max({c.conv_channels, c.d_model, c.n_inner});
   const std::size_t R = std::size_t(max_rows_);
   std::size_t work = R * std::size_t(c.d_model) * (4 + as) + R * std::size_t(big_cols_ + mid_cols_) * as +
-                     R * 5 * 4 + std::size_t(options_.max_slots) * std::size_t(c.vocab_size) * 4;
+                     R * 5 * 4 + std::size_t(options_.max_slots) * std::size_t(c.vocab_padded) * 4;
   const double total = double(slot_bytes_) * double(S) + double(work);
 
   auto alloc = [&](std::size_t bytes) -> void* {
@@ -159,11 +159,12 @@ float* Session::lazy_buffer(float*& p, std::size_t floats) {
   return p;
 }
 
-void Session::argmax_rows(const float* logits, int64_t n, int64_t cols) {
+void Session::argmax_rows(const float* logits, int64_t n, int64_t cols, int64_t ld) {
   ops::ArgmaxParams a;
   a.logits = logits;
   a.rows = n;
   a.vocab = cols;
+  a.ld = ld;
   a.out = argmax_out_;
   be_->argmax(a);
 }
@@ -171,13 +172,15 @@ void Session::argmax_rows(const float* logits, int64_t n, int64_t cols) {
 void Session::decode_step(int64_t n, StepOut what) {
   const ModelConfig& c = model_->config();
   const std::size_t slots = std::size_t(options_.max_slots);
-  float* out = what == StepOut::Logits ? lazy_buffer(logits_buf_, slots * std::size_t(c.vocab_padded))
-                                       : lazy_buffer(gen_logits_, slots * std::size_t(c.vocab_size));
-  const int64_t cols = what == StepOut::Logits ? c.vocab_padded : c.vocab_size;
-  auto body = [this, n, out, cols, what]() {
+  // Rows of vocab_padded floats either way: 16-byte aligned rows keep the LM-head GEMM on
+  // cuBLASLt's fast kernels (vocab_size = 50257 rows fell back to an align-1 kernel at ~0.7
+  // TB/s); generation then only looks at the first vocab_size columns.
+  float* out = lazy_buffer(what == StepOut::Logits ? logits_buf_ : gen_logits_, slots * std::size_t(c.vocab_padded));
+  const int64_t V = c.vocab_size, Vp = c.vocab_padded;
+  auto body = [this, n, out, what, V, Vp]() {
     forward(n, true, 0, 0);
-    logits_device_rows(n, iota_, out, cols);
-    if (what == StepOut::GenArgmax) argmax_rows(out, n, cols);
+    logits_device_rows(n, iota_, out, Vp);
+    if (what == StepOut::GenArgmax) argmax_rows(out, n, V, Vp);
   };
   if (!options_.use_graphs) return body();
   const int64_t key = n * 3 + int64_t(what);

@@ -122,6 +122,26 @@ TEST_CASE("embedding, rmsnorm (with row gather), swiglu, argmax") {
   CHECK(out[1] == 10);
   CHECK(out[2] == 999);
   CHECK(out[3] == 0);
+  // strided rows: only the first `vocab` columns of each ld-wide row count
+  ap.vocab = 600; ap.ld = 1000; ap.rows = 2;
+  l.row(0)[700] = 1000.f;  // past vocab: ignored
+  l.row(0)[599] = 500.f;
+  be().argmax(ap);
+  CHECK(out[0] == 599);
+  CHECK(out[1] == 10);
+  // sample on strided rows draws what it draws on the compacted rows
+  Mat c(2, 600, 0, 0.f);
+  for (int r = 0; r < 2; ++r) std::copy_n(l.row(r), 600, c.row(r));
+  std::vector<int32_t> seqs = {0, 1}, steps = {5, 6}, o1(2), o2(2);
+  ops::SampleParams sp2;
+  sp2.rows = 2; sp2.vocab = 600; sp2.temperature = 50.f; sp2.seed = 3;
+  sp2.seqs = seqs.data(); sp2.steps = steps.data();
+  sp2.logits = l.d.data(); sp2.ld = 1000; sp2.out = o1.data();
+  be().sample(sp2);
+  sp2.logits = c.d.data(); sp2.ld = 0; sp2.out = o2.data();
+  be().sample(sp2);
+  CHECK(o1 == o2);
+  CHECK((o1[0] >= 0 && o1[0] < 600 && o1[1] >= 0 && o1[1] < 600));
 }
 
 // ---------------------------------------------------------------- short conv

@@ -83,25 +83,56 @@ TEST_CASE("swiglu: value first, gate second") {
         }
 }
 
-TEST_CASE("argmax: lowest index on ties") {
+TEST_CASE("argmax: lowest index on ties; rows strided (ld > vocab, as generate's padded rows)") {
   NEED_GPU();
   std::mt19937 g(4);
-  for (int vocab : {50264, 1001})
+  struct Shape {
+    int vocab, ld;
+  };
+  for (Shape sh : {Shape{50264, 0}, Shape{1001, 0}, Shape{50257, 50264}, Shape{1001, 1003}})
     for (int rows : {1, 64}) {
-      auto x = rnd(g, std::size_t(rows) * vocab, 10.f, DType::F32);
+      const int vocab = sh.vocab, ld = sh.ld ? sh.ld : sh.vocab;
+      auto x = rnd(g, std::size_t(rows) * ld, 10.f, DType::F32);
       std::vector<int32_t> want(rows);
       for (int r = 0; r < rows; ++r) {
-        float* row = &x[std::size_t(r) * vocab];
-        const int a = int(g() % vocab), b = int(g() % vocab);
+        float* row = &x[std::size_t(r) * ld];
+        for (int j = vocab; j < ld; ++j) row[j] = 100.f;  // padding: never picked
+        int a = int(g() % vocab), b = int(g() % vocab);
+        if (r == 0) a = vocab - 1;  // the vocab % 4 tail of the vectorised kernel
         row[a] = row[b] = 11.f;  // a tie at the maximum
         want[r] = std::min(a, b);
       }
       Buf xb = upload(be, x, DType::F32), ob(be, rows * 4);
       ops::ArgmaxParams p;
-      p.logits = xb.as<float>(), p.rows = rows, p.vocab = vocab, p.out = ob.as<int32_t>();
+      p.logits = xb.as<float>(), p.rows = rows, p.vocab = vocab, p.ld = sh.ld, p.out = ob.as<int32_t>();
       be->argmax(p);
       CHECK(download_i32(be, ob, rows) == want);
     }
+}
+
+TEST_CASE("sample: strided rows (ld > vocab) draw what the compacted rows draw") {
+  NEED_GPU();
+  std::mt19937 g(9);
+  const int rows = 16, vocab = 50257, ld = 50264;
+  const auto x = rnd(g, std::size_t(rows) * ld, 4.f, DType::F32);
+  std::vector<float> compact(std::size_t(rows) * vocab);
+  for (int r = 0; r < rows; ++r) std::copy_n(&x[std::size_t(r) * ld], vocab, &compact[std::size_t(r) * vocab]);
+  std::vector<int32_t> seqs(rows), steps(rows);
+  for (int r = 0; r < rows; ++r) seqs[r] = r, steps[r] = 3 * r;
+  Buf xb = upload(be, x, DType::F32), cb = upload(be, compact, DType::F32);
+  Buf sb = upload_i32(be, seqs), tb = upload_i32(be, steps), o1(be, rows * 4), o2(be, rows * 4);
+  for (int top_k : {0, 50}) {
+    ops::SampleParams p;
+    p.rows = rows, p.vocab = vocab, p.temperature = 0.9f, p.top_k = top_k, p.top_p = 0.95f, p.seed = 11;
+    p.seqs = sb.as<int32_t>(), p.steps = tb.as<int32_t>();
+    p.logits = xb.as<float>(), p.ld = ld, p.out = o1.as<int32_t>();
+    be->sample(p);
+    p.logits = cb.as<float>(), p.ld = 0, p.out = o2.as<int32_t>();
+    be->sample(p);
+    const auto a = download_i32(be, o1, rows), c = download_i32(be, o2, rows);
+    CHECK(a == c);
+    for (int32_t t : a) CHECK((t >= 0 && t < vocab));
+  }
 }
 
 TEST_CASE("gemm through cuBLASLt: bias, accumulate, strides, output dtypes") {

@@ -228,8 +228,10 @@ struct SwigluParams {
 
 /// computes: out[i] = argmax_j logits[i, j] (lowest index on ties).
 struct ArgmaxParams {
-  const float* logits = nullptr;  // [rows, vocab] fp32
+  const float* logits = nullptr;  // [rows, vocab] fp32, row stride ld
   int64_t rows = 0, vocab = 0;
+  int64_t ld = 0;  // row stride in floats, >= vocab; 0: vocab (e.g. vocab_padded: aligned rows)
+  int64_t row_stride() const { return ld ? ld : vocab; }
   int32_t* out = nullptr;  // [rows], device
 };
 
@@ -240,8 +242,10 @@ struct ArgmaxParams {
 /// in ascending id order; the same on every backend up to float rounding of exp and sums.
 /// Greedy settings (temperature <= 0 or top_k == 1) give the argmax (ArgmaxParams).
 struct SampleParams {
-  const float* logits = nullptr;  // [rows, vocab] fp32
+  const float* logits = nullptr;  // [rows, vocab] fp32, row stride ld
   int64_t rows = 0, vocab = 0;
+  int64_t ld = 0;  // row stride in floats, >= vocab; 0: vocab
+  int64_t row_stride() const { return ld ? ld : vocab; }
   float temperature = 1.f;  // > 0
   int top_k = 0;
   float top_p = 1.f;

@@ -187,7 +187,7 @@ class Session {
   void decode_step(int64_t n, StepOut what);
   float* lazy_buffer(float*& p, std::size_t floats);
   // Greedy tokens of n rows of `logits` (cols columns each) into argmax_out_.
-  void argmax_rows(const float* logits, int64_t n, int64_t cols);
+  void argmax_rows(const float* logits, int64_t n, int64_t cols, int64_t ld);
 
   std::shared_ptr<const Model> model_;
   std::shared_ptr<Backend> be_;
@@ -210,7 +210,7 @@ class Session {
   int32_t* steps_ = nullptr;         // per-row draw counters for the sample op
   int32_t* iota_ = nullptr;          // 0, 1, 2, ... (rows of a decode step)
   float* logits_buf_ = nullptr;      // [max_slots, vocab_padded], allocated on first decode()
-  float* gen_logits_ = nullptr;      // [max_slots, vocab_size], allocated on first generate()
+  float* gen_logits_ = nullptr;      // [max_slots, vocab_padded], allocated on first generate()
   std::map<int64_t, void*> graphs_;  // (rows * 3 + StepOut) -> captured decode step
   int64_t big_cols_ = 0, mid_cols_ = 0;
 };

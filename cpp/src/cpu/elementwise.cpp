@@ -114,8 +114,9 @@ void argmax(const ops::ArgmaxParams& p) {
   detail::require(p.vocab <= INT32_MAX, op, "vocab must fit int32");
   detail::require_ptr(p.logits, p.rows > 0, op, "logits");
   detail::require_ptr(p.out, p.rows > 0, op, "out");
+  detail::require(p.ld == 0 || p.ld >= p.vocab, op, "ld must be 0 or >= vocab");
   for (int64_t i = 0; i < p.rows; ++i) {
-    const float* l = p.logits + i * p.vocab;
+    const float* l = p.logits + i * p.row_stride();
     int64_t best = 0;
     // Strict '>' keeps the lowest index on ties (a NaN past index 0 never wins).
     for (int64_t j = 1; j < p.vocab; ++j)

@@ -14,8 +14,9 @@ void sample(const ops::SampleParams& p) {
   if (p.rows <= 0) return;
   if (!p.logits || !p.out || !p.seqs || !p.steps || p.vocab <= 0)
     throw InvalidArgument("sample: null pointer or empty vocabulary");
+  if (p.ld != 0 && p.ld < p.vocab) throw InvalidArgument("sample: ld must be 0 or >= vocab");
   for (int64_t i = 0; i < p.rows; ++i) {
-    const float* row = p.logits + i * p.vocab;
+    const float* row = p.logits + i * p.row_stride();
     if (p.temperature <= 0.f || p.top_k == 1) {
       p.out[i] = based_core::argmax(row, p.vocab);
       continue;
