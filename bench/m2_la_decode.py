@@ -42,6 +42,17 @@ def feature_map(x):
     return torch.cat([torch.ones_like(x[..., :1]), x / f ** 0.25, outer], dim=-1)
 
 
+def inputs(dev, act, B, dv, rows):
+    """q, k, v of one step and a random state S0 [B, H, rows, dv], z0 (> 0) to start from."""
+    g = torch.Generator(device=dev).manual_seed(B)
+    q = (0.5 * torch.randn(B, H, F_DIM, generator=g, device=dev)).to(act)
+    k = (0.5 * torch.randn(B, H, F_DIM, generator=g, device=dev)).to(act)
+    v = torch.randn(B, H, dv, generator=g, device=dev).to(act)
+    S0 = 0.1 * torch.randn(B, H, rows, dv, generator=g, device=dev)
+    z0 = torch.rand(B, H, rows, generator=g, device=dev) + 1
+    return q, k, v, S0, z0
+
+
 def torch_step(q, k, v, S, z, eps=1e-12):
     """One step, update then read out; S, z updated in place (fp32)."""
     B, Hh, dv = v.shape
@@ -77,12 +88,7 @@ def run(args):
         if why:
             result(ctx, e, "based_core", "based_core", "skipped", message=why)
             continue
-        g = torch.Generator(device=dev).manual_seed(B)
-        q = (0.5 * torch.randn(B, H, F_DIM, generator=g, device=dev)).to(act)
-        k = (0.5 * torch.randn(B, H, F_DIM, generator=g, device=dev)).to(act)
-        v = torch.randn(B, H, dv, generator=g, device=dev).to(act)
-        S0 = 0.1 * torch.randn(B, H, D, dv, generator=g, device=dev)
-        z0 = torch.rand(B, H, D, generator=g, device=dev) + 1
+        q, k, v, S0, z0 = inputs(dev, act, B, dv, D)
         y_ref, S_ref, z_ref = R.linear_attention_decode(q.double(), k.double(), v.double(), S0.double(),
                                                         z0.double(), F_DIM)
 
@@ -175,12 +181,7 @@ def run_symmetric(ctx, sec, B, dv, warm, iters, before, tol):
         return
     if not common.need_based_core(ctx, e, label):
         return
-    g = torch.Generator(device=dev).manual_seed(B)
-    q = (0.5 * torch.randn(B, H, F_DIM, generator=g, device=dev)).to(act)
-    k = (0.5 * torch.randn(B, H, F_DIM, generator=g, device=dev)).to(act)
-    v = torch.randn(B, H, dv, generator=g, device=dev).to(act)
-    S0 = 0.1 * torch.randn(B, H, D_SYM, dv, generator=g, device=dev)
-    z0 = torch.rand(B, H, D_SYM, generator=g, device=dev) + 1
+    q, k, v, S0, z0 = inputs(dev, act, B, dv, D_SYM)
     Sf, zf = R.symmetric_to_full_state(S0.double(), z0.double(), F_DIM)
     y_ref, S_ref, z_ref = R.linear_attention_decode(q.double(), k.double(), v.double(), Sf, zf, F_DIM)
     try:

@@ -60,23 +60,33 @@ __host__ __device__ constexpr int pair_i(int r) {
 }
 __host__ __device__ constexpr int pair_j(int r) { return pair_i(r) + (r - pair_row_start(pair_i(r))); }
 
-/// The value of symmetric feature row r for column `col` of the state `base` (row stride ld):
-/// a 153-row symmetric state (ops.h) holds exactly rows 0..152 of this form; from a 273-row
-/// full state this is the exact inverse of the kernels' write-back (mirror rows averaged).
-__device__ __forceinline__ float load_state(const float* base, int64_t ld, int r, int col, bool symmetric) {
-  if (symmetric) return r < kUsed ? base[int64_t(r) * ld + col] : 0.f;
-  if (r < kPairs) {
+/// Where feature r (< kFeat) of this form lives in a state of either layout (ops.h): on load
+/// the feature is (S[x] + S[y]) * w_in, on store S[x] = S[y] = feature * w_out (w_out = 0: padding,
+/// not stored). A 153-row symmetric state holds rows 0..152 of this form as they are; a 273-row
+/// full one holds each pair in two mirror rows (averaged on load), scaled. Returns
+/// (x, y, bits of w_in, bits of w_out).
+__device__ __forceinline__ int4 state_rows_of(int r, bool symmetric) {
+  int x = 0, y = 0;
+  float w_in = 0.f, w_out = 0.f;
+  if (symmetric) {
+    if (r < kUsed) x = y = r, w_in = 0.5f, w_out = 1.f;
+  } else if (r < kPairs) {
     const int i = pair_i(r), j = pair_j(r);
-    if (i == j) return base[int64_t(1 + kF + kF * i + j) * ld + col] * kSToPair;
-    const float a = base[int64_t(1 + kF + kF * i + j) * ld + col];
-    const float b = base[int64_t(1 + kF + kF * j + i) * ld + col];
-    return (a + b) * (0.5f * kSToPair);
+    x = 1 + kF + kF * i + j, y = 1 + kF + kF * j + i, w_in = 0.5f * kSToPair, w_out = kPairToS;
+  } else if (r < kConst) {
+    x = y = 1 + r - kLin, w_in = 1.f, w_out = 0.5f;
+  } else if (r == kConst) {
+    w_in = 0.5f, w_out = 1.f;
   }
-  if (r < kConst) return base[int64_t(1 + r - kLin) * ld + col] * 2.f;
-  if (r == kConst) return base[col];
-  return 0.f;
+  return make_int4(x, y, __float_as_int(w_in), __float_as_int(w_out));
 }
 
+/// The value of feature row r for column `col` of the state `base` (row stride ld).
+__device__ __forceinline__ float load_state(const float* base, int64_t ld, int r, int col, bool symmetric) {
+  if (r >= kUsed) return 0.f;
+  const int4 rw = state_rows_of(r, symmetric);
+  return (base[int64_t(rw.x) * ld + col] + base[int64_t(rw.y) * ld + col]) * __int_as_float(rw.z);
+}
 }  // namespace lasym
 
 }  // namespace cuda

@@ -42,9 +42,9 @@ using namespace latc;
 
 // ---- the kernel ----
 template <class T, bool DELTA, int MAXW>
-__global__ void __launch_bounds__(32 * MAXW, MAXW <= kMinWarps ? 2 : 1) la_tc_kernel(const TcArgs a) {
+__global__ void __launch_bounds__(32 * MAXW, MAXW <= kMinWarps ? 2 : 1) la_tc_kernel(const ChunkArgs a) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  const int NT = a.nt, nthr = 32 * NT;
+  const int NT = a.nw, nthr = 32 * NT;
   const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, g = lane >> 2, tq = lane & 3;
   const int s = blockIdx.x, h = blockIdx.y, hd = a.hd;
   const int64_t sq = blockIdx.z, row_h = sq * a.heads + h;  // sequence; (sequence, head) state row
@@ -62,22 +62,14 @@ __global__ void __launch_bounds__(32 * MAXW, MAXW <= kMinWarps ? 2 : 1) la_tc_ke
   const bool from_ws = !DELTA && a.n_seg > 1;
   const int vcc = tid % (hd >> 3), vr0 = tid / (hd >> 3);  // v copy: column chunk, first row
 
-  // tables: phi_k feature r = kT[i] * kT[j] (16: the valid mask, 17: zeros); state rows of r:
-  // feature r = (S[ra] + S[rb]) * sin on load, S[ra] = S[rb] = feature * sout on store
+  // tables: phi_k feature r = kT[i] * kT[j] (16: the valid mask, 17: zeros); state rows of r
   for (int r = tid; r < kFeat; r += nthr) {
-    int i = 17, j = 17, ra = 0, rb = 0;
-    float sin = 0.f, sout = 0.f;
-    if (r < kPairs) {
-      i = pair_i(r), j = pair_j(r);
-      ra = 1 + kF + kF * i + j, rb = 1 + kF + kF * j + i, sin = 0.5f * kSToPair, sout = kPairToS;
-    } else if (r < kConst) {
-      i = r - kLin, j = 16, ra = rb = 1 + i, sin = 1.f, sout = 0.5f;
-    } else if (r == kConst) {
-      i = j = 16, sin = 0.5f, sout = 1.f;
-    }
-    if (a.sym && r < kUsed) ra = rb = r, sin = 0.5f, sout = 1.f;  // the symmetric state: row r as is
+    int i = 17, j = 17;
+    if (r < kPairs) i = pair_i(r), j = pair_j(r);
+    else if (r < kConst) i = r - kLin, j = 16;
+    else if (r == kConst) i = j = 16;
     sm.tab()[r] = i | (j << 8);
-    sm.rows()[r] = make_int4(ra, rb, __float_as_int(sin), __float_as_int(sout));
+    sm.rows()[r] = state_rows_of(r, a.sym);
   }
   const int nv0 = int(min64(kC, tend - tbeg));
   raw_issue<T, DELTA>(a, qb, kb, vb, sm, 0, h, tbeg, nv0, tid, vcc, vr0);
@@ -93,7 +85,7 @@ __global__ void __launch_bounds__(32 * MAXW, MAXW <= kMinWarps ? 2 : 1) la_tc_ke
       for (int e = 0; e < 4; ++e) acc[ni][e] = 0.f;
     for (int r = tid; r < 2 * kFeat; r += nthr) sm.z(0)[r] = 0.f;
   } else if (from_ws) {
-    const float* src = a.ws + (int64_t(s) * rows_total + row_h) * ws_head_floats(NT);
+    const float* src = a.ws + (int64_t(s) * rows_total + row_h) * ws_row_floats(NT);
     const float4* s4 = reinterpret_cast<const float4*>(src);
 #pragma unroll
     for (int ni = 0; ni < kNI; ++ni) {
@@ -244,7 +236,7 @@ __global__ void __launch_bounds__(32 * MAXW, MAXW <= kMinWarps ? 2 : 1) la_tc_ke
 
   const float* zfin = sm.z(nchunks & 1);
   if (DELTA) {
-    float* dst = a.ws + (int64_t(s) * rows_total + row_h) * ws_head_floats(NT);
+    float* dst = a.ws + (int64_t(s) * rows_total + row_h) * ws_row_floats(NT);
     float4* d4 = reinterpret_cast<float4*>(dst);
 #pragma unroll
     for (int ni = 0; ni < kNI; ++ni)
@@ -271,12 +263,12 @@ __global__ void __launch_bounds__(32 * MAXW, MAXW <= kMinWarps ? 2 : 1) la_tc_ke
 }
 
 /// ws[s] (holding segment s's state contribution for s < n_seg - 1) := the incoming state plus
-/// the contributions of segments 0..s-1, in the kernel's layout. One thread per float4.
-__global__ void __launch_bounds__(256) la_tc_scan_kernel(const TcArgs a) {
-  const int h = blockIdx.y, NT = a.nt;
+/// the contributions of segments 0..s-1, in the kernels' fragment layout. One thread per float4.
+__global__ void __launch_bounds__(256) la_chunk_scan_kernel(const ChunkArgs a) {
+  const int h = blockIdx.y, nw = a.nw;
   const int64_t row_h = int64_t(blockIdx.z) * a.heads + h, rows_total = int64_t(a.heads) * gridDim.z;
   const int u = blockIdx.x * blockDim.x + threadIdx.x;
-  const int nfrag = NT * kNI * 32;
+  const int nfrag = nw * kNI * 32;
   if (u >= nfrag + kFeat / 4) return;
   const float* S_h = a.S + row_h * a.D * a.hd;
   const float* z_h = a.z + row_h * a.D;
@@ -284,14 +276,16 @@ __global__ void __launch_bounds__(256) la_tc_scan_kernel(const TcArgs a) {
   if (u < nfrag) {
     const int w = u / (kNI * 32), ni = (u / 32) % kNI, lane = u % 32, g = lane >> 2, tq = lane & 3;
 #pragma unroll
-    for (int e = 0; e < 4; ++e)
-      run[e] = load_state(S_h, a.hd, 8 * ni + 2 * tq + (e & 1), 16 * w + g + 8 * (e >> 1), a.sym);
+    for (int e = 0; e < 4; ++e) {
+      const int col = 16 * w + g + 8 * (e >> 1);  // the wgmma kernel's last warps may pass hd
+      run[e] = col < a.hd ? load_state(S_h, a.hd, 8 * ni + 2 * tq + (e & 1), col, a.sym) : 0.f;
+    }
   } else {
 #pragma unroll
     for (int e = 0; e < 4; ++e) run[e] = load_state(z_h, 1, 4 * (u - nfrag) + e, 0, a.sym);
   }
-  float4* p = reinterpret_cast<float4*>(a.ws + row_h * ws_head_floats(NT)) + u;
-  const int64_t stride = rows_total * ws_head_floats(NT) / 4;  // float4s per segment
+  float4* p = reinterpret_cast<float4*>(a.ws + row_h * ws_row_floats(nw)) + u;
+  const int64_t stride = rows_total * ws_row_floats(nw) / 4;  // float4s per segment
   for (int s0 = 0; s0 < a.n_seg; s0 += 8) {  // 8 loads in flight, then 8 stores
     float4 d[8];
 #pragma unroll
@@ -318,26 +312,32 @@ void assign_units(int nt, bool delta, unsigned* units) {
 }
 
 template <class T, bool DELTA, int MAXW>
-cudaError_t launch_tc(const TcArgs& a, dim3 grid, cudaStream_t stream) {
+cudaError_t launch_tc(const ChunkArgs& a, dim3 grid, cudaStream_t stream) {
   static std::atomic<unsigned long long> configured{0};
   const int smem = smem_bytes(MAXW);
   cudaError_t e = ensure_smem(la_tc_kernel<T, DELTA, MAXW>, smem, configured);
   if (e != cudaSuccess) return e;
-  la_tc_kernel<T, DELTA, MAXW><<<grid, 32 * a.nt, smem_bytes(a.nt), stream>>>(a);
+  la_tc_kernel<T, DELTA, MAXW><<<grid, 32 * a.nw, smem_bytes(a.nw), stream>>>(a);
   return cudaGetLastError();
 }
 
 template <class T, bool DELTA>
-cudaError_t launch_tc_any(const TcArgs& a, dim3 grid, cudaStream_t stream) {
-  return a.nt <= kMinWarps ? launch_tc<T, DELTA, kMinWarps>(a, grid, stream)
+cudaError_t launch_tc_any(const ChunkArgs& a, dim3 grid, cudaStream_t stream) {
+  return a.nw <= kMinWarps ? launch_tc<T, DELTA, kMinWarps>(a, grid, stream)
                            : launch_tc<T, DELTA, kMaxWarps>(a, grid, stream);
 }
 
 std::size_t la_prefill_tc_segment_bytes(int64_t rows, int head_dim) {
-  return std::size_t(rows) * ws_head_floats(head_dim / 16) * sizeof(float);
+  return std::size_t(rows) * ws_row_floats(head_dim / 16) * sizeof(float);
 }
 
 }  // namespace
+
+cudaError_t latc::launch_la_chunk_scan(const ChunkArgs& a, int64_t n_seqs, cudaStream_t stream) {
+  const int slots = a.nw * kNI * 32 + kFeat / 4;  // float4s per (sequence, head) row
+  la_chunk_scan_kernel<<<dim3(unsigned((slots + 255) / 256), unsigned(a.heads), unsigned(n_seqs)), 256, 0, stream>>>(a);
+  return cudaGetLastError();
+}
 
 cudaError_t launch_la_prefill_tc(const ops::LaPrefillParams& p, cudaStream_t stream, void* workspace,
                                  std::size_t workspace_bytes, bool* handled) {
@@ -350,16 +350,11 @@ cudaError_t launch_la_prefill_tc(const ops::LaPrefillParams& p, cudaStream_t str
                   p.ld_q % 8 == 0 && p.ld_k % 8 == 0 && p.ld_v % 8 == 0 && p.ld_y % 2 == 0 && p.n_tokens > 0;
   if (!ok) return cudaSuccess;
   *handled = true;
-  TcArgs a{};
-  a.q = p.q, a.k = p.k, a.v = p.v, a.ld_q = p.ld_q, a.ld_k = p.ld_k, a.ld_v = p.ld_v;
-  a.y = p.y, a.ld_y = p.ld_y, a.n_tokens = p.n_tokens;
-  a.ss_q = p.seq_stride_q, a.ss_k = p.seq_stride_k, a.ss_v = p.seq_stride_v, a.ss_y = p.seq_stride_y;
-  a.S = p.state_s, a.z = p.state_z, a.heads = sh.heads, a.hd = sh.head_dim, a.nt = sh.head_dim / 16;
-  a.D = int(sh.state_rows()), a.sym = sh.symmetric;
-  a.eps = sh.eps;
+  ChunkArgs a = chunk_args(p);
+  a.nw = sh.head_dim / 16;
 
   const int64_t rows = int64_t(sh.heads) * p.n_seqs;
-  const int per_sm = a.nt <= kMinWarps ? 2 : 1;  // resident CTAs per SM (registers, smem)
+  const int per_sm = a.nw <= kMinWarps ? 2 : 1;  // resident CTAs per SM (registers, smem)
   const SegmentPlan plan = plan_segments(p.n_tokens, kC, rows, per_sm, workspace, workspace_bytes,
                                          la_prefill_tc_segment_bytes(rows, sh.head_dim));
   const int n_seg = plan.n_seg;
@@ -374,17 +369,14 @@ cudaError_t launch_la_prefill_tc(const ops::LaPrefillParams& p, cudaStream_t str
     } else {
       cudaError_t e;
       if (n_seg > 1) {
-        TcArgs d = a;
-        assign_units(a.nt, true, d.units);
+        ChunkArgs d = a;
+        assign_units(a.nw, true, d.units);
         e = launch_tc_any<T, true>(d, dim3(unsigned(n_seg - 1), unsigned(sh.heads), unsigned(p.n_seqs)), stream);
         if (e != cudaSuccess) return e;
-        const int slots = a.nt * kNI * 32 + kFeat / 4;
-        la_tc_scan_kernel<<<dim3(unsigned((slots + 255) / 256), unsigned(sh.heads), unsigned(p.n_seqs)), 256, 0,
-                            stream>>>(a);
-        e = cudaGetLastError();
+        e = launch_la_chunk_scan(a, p.n_seqs, stream);
         if (e != cudaSuccess) return e;
       }
-      assign_units(a.nt, false, a.units);
+      assign_units(a.nw, false, a.units);
       return launch_tc_any<T, false>(a, dim3(unsigned(n_seg), unsigned(sh.heads), unsigned(p.n_seqs)), stream);
     }
   });

@@ -26,8 +26,9 @@ constexpr int kMinWarps = 4, kMaxWarps = 8;  // head_dim 64 .. 128
 // generation units: 0..3 kappa row blocks, 4..5 phi_q token halves, 6..25 phi_k feature blocks
 constexpr int kUnitQ = 4, kUnitK = 6, kUnits = 26;
 
-/// Workspace floats per (segment, head): the warps' fragments, then z (160, padded to 256).
-__host__ __device__ constexpr int64_t ws_head_floats(int nt) { return int64_t(nt) * kFragFloats + 256; }
+/// Workspace floats per (segment, sequence-head row): the warps' fragments, then z (160, padded
+/// to 256). The wgmma kernel keeps the same fragment layout, so both share the scan kernel.
+__host__ __device__ constexpr int64_t ws_row_floats(int nw) { return int64_t(nw) * kFragFloats + 256; }
 
 // shared-memory layout (bytes)
 constexpr int kOffPhkHi = 0;                       // phi_k^T hi [160][72]
@@ -45,7 +46,9 @@ constexpr int kOffV = kOffRows + kFeat * 16;       // [2][64][hd + 8]
 inline int smem_bytes(int nt) { return kOffV + 2 * kC * (16 * nt + 8) * 2; }
 static_assert(kOffV % 16 == 0 && kOffKT % 16 == 0 && kOffZ % 16 == 0, "alignment");
 
-struct TcArgs {
+/// Arguments of the chunked prefill kernels: this mma.sync one and the wgmma one
+/// (linear_attention_prefill_wg.cu), filled by chunk_args() plus the launcher's plan.
+struct ChunkArgs {
   const void* q;
   const void* k;
   const void* v;
@@ -59,11 +62,29 @@ struct TcArgs {
   float* z;   // [n_seqs][H][D]
   int D;      // state rows: 273 (full layout) or 153 (symmetric, ops.h)
   bool sym;   // symmetric layout: rows 0..152 are exactly the kernel's features 0..152
-  float* ws;  // [n_seg][n_seqs * H][ws_head_floats(nt)] (segmented runs only)
-  int heads, hd, nt;
+  float* ws;  // [n_seg][n_seqs * H][ws_row_floats(nw)] (segmented runs only)
+  int heads, hd;
+  int nw;     // warps per CTA: head_dim / 16 here, 4 or 8 for the wgmma kernel
   float eps;
   unsigned units[kMaxWarps];  // generation units of each warp (bit u)
 };
+
+/// The arguments every launcher sets the same way (the plan's n_seg, seg_len, ws, the warp
+/// count and the units are the launcher's).
+inline ChunkArgs chunk_args(const ops::LaPrefillParams& p) {
+  const ops::LinearAttentionShape& sh = p.shape;
+  ChunkArgs a{};
+  a.q = p.q, a.k = p.k, a.v = p.v, a.ld_q = p.ld_q, a.ld_k = p.ld_k, a.ld_v = p.ld_v;
+  a.y = p.y, a.ld_y = p.ld_y, a.n_tokens = p.n_tokens;
+  a.ss_q = p.seq_stride_q, a.ss_k = p.seq_stride_k, a.ss_v = p.seq_stride_v, a.ss_y = p.seq_stride_y;
+  a.S = p.state_s, a.z = p.state_z, a.D = int(sh.state_rows()), a.sym = sh.symmetric;
+  a.heads = sh.heads, a.hd = sh.head_dim, a.eps = sh.eps;
+  return a;
+}
+
+/// Turns ws[s] (segment s's state contribution, s < n_seg - 1) into segment s's prefix state
+/// (the incoming state plus segments 0..s-1) for n_seqs sequences (linear_attention_prefill_tc.cu).
+cudaError_t launch_la_chunk_scan(const ChunkArgs& a, int64_t n_seqs, cudaStream_t stream);
 
 // ---- PTX wrappers (more in mma_ptx.cuh) ----
 __device__ __forceinline__ void ldsm2(const void* p, uint32_t& r0, uint32_t& r1) {
@@ -262,7 +283,7 @@ template <class T> __device__ __forceinline__ void unit_kappa(const Smem& sm, in
 /// the 16-byte column chunk vcc of v rows vr0 + 16 i (nthr = 4 hd = 16 x the chunks per row).
 /// qb, kb, vb: this sequence's q, k, v.
 template <class T, bool DELTA>
-__device__ __forceinline__ void raw_issue(const TcArgs& a, const T* qb, const T* kb, const T* vb, const Smem& sm,
+__device__ __forceinline__ void raw_issue(const ChunkArgs& a, const T* qb, const T* kb, const T* vb, const Smem& sm,
                                           int b, int h, int64_t t0, int nvalid, int tid, int vcc, int vr0) {
   if (tid < 2 * kC) {
     const int t = tid >> 1, hf = tid & 1, off = t * 16 + ((hf ^ ((t >> 2) & 1)) << 3);
@@ -281,7 +302,7 @@ __device__ __forceinline__ void raw_issue(const TcArgs& a, const T* qb, const T*
 
 /// Thread tid < 128 of the fp32 k^T copy: token tid / 2, features 8 (tid & 1) .. + 7.
 template <class T>
-__device__ __forceinline__ uint4 kt_load(const TcArgs& a, const T* kb, int h, int64_t t0, int nvalid, int tid) {
+__device__ __forceinline__ uint4 kt_load(const ChunkArgs& a, const T* kb, int h, int64_t t0, int nvalid, int tid) {
   const int t = tid >> 1;
   if (tid >= 2 * kC || t >= nvalid) return make_uint4(0, 0, 0, 0);
   return __ldg(reinterpret_cast<const uint4*>(kb + (t0 + t) * a.ld_k + int64_t(h) * 16 + (tid & 1) * 8));

@@ -247,7 +247,7 @@ struct VWalk {
 /// cp.async of chunk rows [t0, t0 + 64): raw q (unless DELTA), raw k, v into V_ext buffer vbuf
 /// (rows >= nvalid zero-filled), and V_ext's valid-mask columns.
 template <class T, bool DELTA, int NWG>
-__device__ __forceinline__ void issue_loads(const WgArgs& a, const T* qb, const T* kb, const T* vb, unsigned char* sm,
+__device__ __forceinline__ void issue_loads(const ChunkArgs& a, const T* qb, const T* kb, const T* vb, unsigned char* sm,
                                             const Layout& L, unsigned char* vbuf, int h, int64_t t0, int nvalid, int tid,
                                             const VWalk& vw) {
   if (tid < 2 * kC) {
@@ -274,9 +274,10 @@ __device__ __forceinline__ void issue_loads(const WgArgs& a, const T* qb, const 
   }
 }
 
-/// Thread tid < 128 of the k^T copy: token tid & 63, features 8 (tid >> 6) .. + 7.
+/// Thread tid < 128 of the k^T copy: token tid & 63, features 8 (tid >> 6) .. + 7 (latc::kt_load
+/// pairs threads with tokens differently, for its fp32 copy).
 template <class T>
-__device__ __forceinline__ uint4 kt_load(const WgArgs& a, const T* kb, int h, int64_t t0, int nvalid, int tid) {
+__device__ __forceinline__ uint4 wg_kt_load(const ChunkArgs& a, const T* kb, int h, int64_t t0, int nvalid, int tid) {
   const int t = tid & 63;
   if (tid >= 2 * kC || t >= nvalid) return make_uint4(0, 0, 0, 0);
   return __ldg(reinterpret_cast<const uint4*>(kb + (t0 + t) * a.ld_k + int64_t(h) * 16 + (tid >> 6) * 8));
@@ -294,7 +295,7 @@ __device__ __forceinline__ void kt_store(unsigned char* sm, const Layout& L, uin
 
 // ---- the kernel ----
 template <class T, bool DELTA, int NWG>
-__global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) la_wg_kernel(const WgArgs a) {
+__global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) la_wg_kernel(const ChunkArgs a) {
 #if LAWG_HAS_WGMMA
   extern __shared__ __align__(128) unsigned char sm[];
   constexpr Layout L = make_layout(NWG);
@@ -322,23 +323,8 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) la_wg_kernel(cons
     int* tab = reinterpret_cast<int*>(sm + L.tab);
     int4* rows = reinterpret_cast<int4*>(sm + L.rows);
     for (int r = tid; r < kFeat; r += NTHR) {
-      int ra = 0, rb = 0;
-      float sin = 0.f, sout = 0.f;
-      if (r < kPairs) {
-        const int i = pair_i(r), j = pair_j(r);
-        tab[r] = i | (j << 8);
-        ra = 1 + kF + kF * i + j, rb = 1 + kF + kF * j + i, sin = 0.5f * kSToPair, sout = kPairToS;
-      } else if (r < kConst) {
-        tab[r] = 0;
-        ra = rb = 1 + r - kLin, sin = 1.f, sout = 0.5f;
-      } else if (r == kConst) {
-        tab[r] = 0;
-        sin = 0.5f, sout = 1.f;
-      } else {
-        tab[r] = 0;
-      }
-      if (a.sym && r < kUsed) ra = rb = r, sin = 0.5f, sout = 1.f;  // the symmetric state: row r as is
-      rows[r] = make_int4(ra, rb, __float_as_int(sin), __float_as_int(sout));
+      tab[r] = r < kPairs ? pair_i(r) | (pair_j(r) << 8) : 0;
+      rows[r] = state_rows_of(r, a.sym);
     }
     const uint4 zero = make_uint4(0, 0, 0, 0);
     for (int i = tid; i < NWG * (kNR / 8) * kSboS / 16; i += NTHR) sts128(sm + L.sext + 16 * i, zero);
@@ -362,7 +348,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) la_wg_kernel(cons
   }
   const int nv0 = int(min64(kC, tend - tbeg));
   issue_loads<T, DELTA, NWG>(a, qb, kb, vb, sm, L, sm + L.vext, h, tbeg, nv0, tid, vw);
-  kt_store<T>(sm, L, kt_load<T>(a, kb, h, tbeg, nv0, tid), nv0, tid);
+  kt_store<T>(sm, L, wg_kt_load<T>(a, kb, h, tbeg, nv0, tid), nv0, tid);
 
   // state S^T slice: acc[4 ni + e] = feature 8 ni + 2 tq + (e & 1), column col0 + g + 8 (e >> 1)
   float acc[80];
@@ -440,7 +426,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) la_wg_kernel(cons
     if (has_next) {
       issue_loads<T, DELTA, NWG>(a, qb, kb, vb, sm, L, sm + L.vext + (zb ^ 1) * L.vext_bytes, h, t0 + kC, nv_next, tid,
                                  vw);
-      kpre = kt_load<T>(a, kb, h, t0 + kC, nv_next, tid);
+      kpre = wg_kt_load<T>(a, kb, h, t0 + kC, nv_next, tid);
     }
 
     // 2. tensor cores. V^T fragments of this warp's 16 state columns (k = the chunk's tokens)
@@ -543,44 +529,6 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) la_wg_kernel(cons
 #endif
 }
 
-/// ws[s] (holding segment s's state contribution for s < n_seg - 1) := the incoming state plus
-/// the contributions of segments 0..s-1, in the kernel's layout. One thread per float4.
-__global__ void __launch_bounds__(256) la_wg_scan_kernel(const WgArgs a, int nw) {
-  const int h = blockIdx.y;
-  const int64_t row_h = int64_t(blockIdx.z) * a.heads + h, rows_total = int64_t(a.heads) * gridDim.z;
-  const int u = blockIdx.x * blockDim.x + threadIdx.x;
-  const int nfrag = nw * 20 * 32;
-  if (u >= nfrag + kFeat / 4) return;
-  const float* S_h = a.S + row_h * a.D * a.hd;
-  const float* z_h = a.z + row_h * a.D;
-  float run[4];
-  if (u < nfrag) {
-    const int w = u / (20 * 32), ni = (u / 32) % 20, lane = u % 32, g = lane >> 2, tq = lane & 3;
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int col = 16 * w + g + 8 * (e >> 1);
-      run[e] = col < a.hd ? load_state(S_h, a.hd, 8 * ni + 2 * tq + (e & 1), col, a.sym) : 0.f;
-    }
-  } else {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) run[e] = load_state(z_h, 1, 4 * (u - nfrag) + e, 0, a.sym);
-  }
-  float4* p = reinterpret_cast<float4*>(a.ws + row_h * ws_row_floats(nw)) + u;
-  const int64_t stride = rows_total * ws_row_floats(nw) / 4;  // float4s per segment
-  for (int s0 = 0; s0 < a.n_seg; s0 += 8) {  // 8 loads in flight, then 8 stores
-    float4 d[8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-      d[i] = s0 + i < a.n_seg - 1 ? p[(s0 + i) * stride] : make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-      if (s0 + i < a.n_seg) {
-        p[(s0 + i) * stride] = make_float4(run[0], run[1], run[2], run[3]);
-        run[0] += d[i].x, run[1] += d[i].y, run[2] += d[i].z, run[3] += d[i].w;
-      }
-  }
-}
-
 /// Compiled with wgmma (sm_90a) when its static shared memory is there (see la_wg_available).
 __global__ void la_wg_probe(int* out) {
 #if LAWG_HAS_WGMMA
@@ -607,7 +555,7 @@ void assign_units(int nw, bool delta, unsigned* units) {
 }
 
 template <class T, bool DELTA, int NWG>
-cudaError_t launch_wg(const WgArgs& a, dim3 grid, cudaStream_t stream) {
+cudaError_t launch_wg(const ChunkArgs& a, dim3 grid, cudaStream_t stream) {
   static std::atomic<unsigned long long> configured{0};
   constexpr int smem = make_layout(NWG).total;
   cudaError_t e = ensure_smem(la_wg_kernel<T, DELTA, NWG>, smem, configured);
@@ -657,13 +605,8 @@ cudaError_t launch_la_prefill_wg(const ops::LaPrefillParams& p, cudaStream_t str
   if (!ok || (env && std::strcmp(env, "mma") == 0) || !la_wg_available()) return cudaSuccess;
   *handled = true;
   const int nwg = sh.head_dim <= 64 ? 1 : 2, nw = 4 * nwg;
-  WgArgs a{};
-  a.q = p.q, a.k = p.k, a.v = p.v, a.ld_q = p.ld_q, a.ld_k = p.ld_k, a.ld_v = p.ld_v;
-  a.y = p.y, a.ld_y = p.ld_y, a.n_tokens = p.n_tokens;
-  a.ss_q = p.seq_stride_q, a.ss_k = p.seq_stride_k, a.ss_v = p.seq_stride_v, a.ss_y = p.seq_stride_y;
-  a.S = p.state_s, a.z = p.state_z, a.heads = sh.heads, a.hd = sh.head_dim;
-  a.D = int(sh.state_rows()), a.sym = sh.symmetric;
-  a.eps = sh.eps;
+  ChunkArgs a = latc::chunk_args(p);
+  a.nw = nw;
 
   const int64_t rows = int64_t(sh.heads) * p.n_seqs;
   const int per_sm = nwg == 1 ? 2 : 1;  // resident CTAs per SM (registers, shared memory)
@@ -682,15 +625,12 @@ cudaError_t launch_la_prefill_wg(const ops::LaPrefillParams& p, cudaStream_t str
       cudaError_t e;
       const dim3 grid(unsigned(n_seg), unsigned(sh.heads), unsigned(p.n_seqs));
       if (n_seg > 1) {
-        WgArgs d = a;
+        ChunkArgs d = a;
         assign_units(nw, true, d.units);
         const dim3 gd(unsigned(n_seg - 1), unsigned(sh.heads), unsigned(p.n_seqs));
         e = nwg == 1 ? launch_wg<T, true, 1>(d, gd, stream) : launch_wg<T, true, 2>(d, gd, stream);
         if (e != cudaSuccess) return e;
-        const int slots = nw * 20 * 32 + kFeat / 4;
-        la_wg_scan_kernel<<<dim3(unsigned((slots + 255) / 256), unsigned(sh.heads), unsigned(p.n_seqs)), 256, 0,
-                            stream>>>(a, nw);
-        e = cudaGetLastError();
+        e = latc::launch_la_chunk_scan(a, p.n_seqs, stream);
         if (e != cudaSuccess) return e;
       }
       assign_units(nw, false, a.units);

@@ -31,18 +31,18 @@ using latc::ldsm2;
 using latc::load_row16;
 using latc::min64;
 using latc::sigma;
+using latc::ChunkArgs;  // the same arguments, workspace fragment layout and scan as the mma.sync kernel
+using latc::kFragFloats;
+using latc::kMaxWarps;
+using latc::ws_row_floats;
 
 constexpr int kC = 64;             // tokens per chunk
 constexpr int kNR = 72;            // readout N per warpgroup: 8 denominator columns + 64 value columns
 constexpr int kLdKT = 72;          // k^T row stride (elements): 144 bytes, conflict-free 16-byte rows
 constexpr int kLdStage = 72;       // output staging row stride (elements)
-constexpr int kFragFloats = 80 * 32;  // one warp's state fragment (floats)
-constexpr int kMaxWarps = 8;
 // generation units: 0..1 phi_q token halves, 2..9 phi_k token octets, 10 the Gram / z unit
 constexpr int kUnitQ = 0, kUnitK = 2, kUnitGram = 10, kUnits = 11;
 
-/// Workspace floats per (segment, sequence-head row): the warps' fragments, then z (padded to 256).
-__host__ __device__ constexpr int64_t ws_row_floats(int nw) { return int64_t(nw) * kFragFloats + 256; }
 
 // byte strides of the core-matrix layouts
 constexpr int kSboQ = 20 * 128;  // phi_q [64 tokens][160 features], K-major (SBO between token groups)
@@ -78,25 +78,6 @@ __host__ __device__ constexpr Layout make_layout(int nwg) {
 static_assert(make_layout(1).total <= 113 * 1024, "two CTAs per SM at head_dim 64");
 static_assert(make_layout(2).total <= 227 * 1024, "one CTA per SM at head_dim 128");
 
-struct WgArgs {
-  const void* q;
-  const void* k;
-  const void* v;
-  int64_t ld_q, ld_k, ld_v;
-  void* y;
-  int64_t ld_y;
-  int64_t n_tokens, seg_len;
-  int64_t ss_q, ss_k, ss_v, ss_y;  // sequence strides (elements); sequence = blockIdx.z
-  int n_seg;
-  float* S;   // [n_seqs][H][D][hd]
-  float* z;   // [n_seqs][H][D]
-  int D;      // state rows: 273 (full layout) or 153 (symmetric, ops.h)
-  bool sym;   // symmetric layout: rows 0..152 are exactly the kernel's features 0..152
-  float* ws;  // [n_seg][n_seqs * H][ws_row_floats(NW)] (segmented runs only)
-  int heads, hd;
-  float eps;
-  unsigned units[kMaxWarps];  // generation units of each warp (bit u)
-};
 
 // ---- PTX wrappers ----
 /// wgmma shared-memory matrix descriptor, no swizzle (layout type 0).

@@ -273,6 +273,16 @@ ops::LaPrefillParams la_prefill_params(const LaSeq& s, DType t, const Buf& q, co
   return p;
 }
 
+/// la_decode of n rows (q, k [n][H*16], v, y [n][H*hd]) into the slots `slots` of the state S/z.
+ops::LaDecodeParams la_decode_params(int H, int hd, DType t, int64_t n, const Buf& q, const Buf& k, const Buf& v,
+                                     const Buf& y, const Buf& slots, float* S, float* z, bool symmetric = false) {
+  ops::LaDecodeParams p;
+  p.shape.heads = H, p.shape.feature_dim = kF, p.shape.head_dim = hd, p.shape.symmetric = symmetric;
+  p.q = q.p, p.k = k.p, p.v = v.p, p.y = y.p, p.ld_q = p.ld_k = H * kF, p.ld_v = p.ld_y = H * hd;
+  p.dtype = t, p.n_tokens = n, p.slots = slots.as<int32_t>(), p.state_s = S, p.state_z = z;
+  return p;
+}
+
 /// Runs la_prefill on `s` continuing from the state in S/z (full or symmetric layout); returns y.
 std::vector<float> run_la_prefill(Backend* be, const LaSeq& s, DType t, float* S, float* z,
                                   bool symmetric = false) {

@@ -149,11 +149,7 @@ TEST_CASE("la_decode: rows on their slots, update then read out") {
         Buf q = upload(be, now.q, t), k = upload(be, now.k, t), v = upload(be, now.v, t);
         Buf yb(be, std::size_t(B) * H * hd * dtype_size(t)), sl = upload_i32(be, slots);
         Buf Sb = upload(be, to_f32(S0), DType::F32), zb = upload(be, to_f32(z0), DType::F32);
-        ops::LaDecodeParams p;
-        p.shape.heads = H, p.shape.feature_dim = kF, p.shape.head_dim = hd;
-        p.q = q.p, p.k = k.p, p.v = v.p, p.y = yb.p, p.ld_q = p.ld_k = H * kF, p.ld_v = p.ld_y = H * hd;
-        p.dtype = t, p.n_tokens = B, p.slots = sl.as<int32_t>(), p.state_s = Sb.as<float>(), p.state_z = zb.as<float>();
-        be->la_decode(p);
+        be->la_decode(la_decode_params(H, hd, t, B, q, k, v, yb, sl, Sb.as<float>(), zb.as<float>()));
         CHECK(close(download(be, yb, yref.size(), t), yref, tol_for(t), ctx + " y"));
         CHECK(close(download(be, Sb, Sref.size(), DType::F32), Sref, kStateTol, ctx + " S"));
         CHECK(close(download(be, zb, zref.size(), DType::F32), zref, kStateTol, ctx + " z"));
@@ -208,12 +204,8 @@ TEST_CASE("la symmetric state: same y as the full layout, state equal once expan
           std::vector<float> y[2];
           for (int sym = 0; sym < 2; ++sym) {
             Buf yb(be, row * dtype_size(t));
-            ops::LaDecodeParams p;
-            p.shape.heads = H, p.shape.feature_dim = kF, p.shape.head_dim = hd, p.shape.symmetric = sym == 1;
-            p.q = q.p, p.k = k.p, p.v = v.p, p.y = yb.p, p.ld_q = p.ld_k = H * kF, p.ld_v = p.ld_y = H * hd;
-            p.dtype = t, p.n_tokens = 1, p.slots = sl.as<int32_t>();
-            p.state_s = (sym ? Ss : Sf).as<float>(), p.state_z = (sym ? zs : zf).as<float>();
-            be->la_decode(p);
+            be->la_decode(la_decode_params(H, hd, t, 1, q, k, v, yb, sl, (sym ? Ss : Sf).as<float>(),
+                                           (sym ? zs : zf).as<float>(), sym == 1));
             y[sym] = download(be, yb, row, t);
           }
           CHECK(close(y[1], y[0], tol_same(t), ctx + " decode y at " + std::to_string(i)));
@@ -249,11 +241,7 @@ TEST_CASE("la: prefill split in two == one prefill; prefill then decode == longe
       for (int i = T - Td; i < T; ++i) {
         const LaSeq one = la_slice(all, i, i + 1);
         Buf q = upload(be, one.q, t), k = upload(be, one.k, t), v = upload(be, one.v, t), yb(be, row * dtype_size(t));
-        ops::LaDecodeParams p;
-        p.shape.heads = H, p.shape.feature_dim = kF, p.shape.head_dim = hd;
-        p.q = q.p, p.k = k.p, p.v = v.p, p.y = yb.p, p.ld_q = p.ld_k = H * kF, p.ld_v = p.ld_y = H * hd;
-        p.dtype = t, p.n_tokens = 1, p.slots = sl.as<int32_t>(), p.state_s = S3.as<float>(), p.state_z = z3.as<float>();
-        be->la_decode(p);
+        be->la_decode(la_decode_params(H, hd, t, 1, q, k, v, yb, sl, S3.as<float>(), z3.as<float>()));
         const std::vector<float> want(y1.begin() + i * row, y1.begin() + (i + 1) * row);
         CHECK(close(download(be, yb, row, t), want, tol_same(t), ctx + " decode y at " + std::to_string(i)));
       }
@@ -550,10 +538,7 @@ TEST_CASE("cuda op timings" * doctest::skip()) {
       std::vector<int32_t> sl(B);
       std::iota(sl.begin(), sl.end(), 0);
       Buf sb = upload_i32(be, sl);
-      ops::LaDecodeParams p;
-      p.shape.heads = H, p.shape.feature_dim = kF, p.shape.head_dim = hd;
-      p.q = q.p, p.k = k.p, p.v = v.p, p.y = y.p, p.ld_q = p.ld_k = H * kF, p.ld_v = p.ld_y = H * hd;
-      p.dtype = t, p.n_tokens = B, p.slots = sb.as<int32_t>(), p.state_s = S.as<float>(), p.state_z = z.as<float>();
+      const ops::LaDecodeParams p = la_decode_params(H, hd, t, B, q, k, v, y, sb, S.as<float>(), z.as<float>());
       const double us = time_us([&] { be->la_decode(p); }, 100);
       std::printf("la_decode   hd %3d B %3d: %8.2f us  %7.1f GB/s (state read+write)\n", hd, B, us, 2.0 * nS * 4 / us / 1e3);
     }

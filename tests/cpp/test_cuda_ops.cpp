@@ -135,6 +135,57 @@ TEST_CASE("sample: strided rows (ld > vocab) draw what the compacted rows draw")
   }
 }
 
+namespace {
+struct GemmCase {
+  int m, n, k, ldx, ldy;
+  bool bias, acc;
+  DType in, out;
+};
+struct GemmRun {
+  std::vector<float> got;
+  std::vector<double> ref;
+  std::vector<double> mag_sum;    // |x.w| + |y0| + |b|
+  std::vector<double> mag_terms;  // sum_c |x_c w_c| + |y0| + |b| (the size of what is summed)
+};
+
+/// Y = (acc ? Y0 : 0) + X W^T (+ bias) through be->gemm (path: BASED_CORE_GEMM for the call, ""
+/// for the backend's choice) on fresh random operands, and its fp64 reference.
+GemmRun run_gemm(Backend* be, std::mt19937& g, const GemmCase& c, const char* path) {
+  const auto x = rnd(g, std::size_t(c.m) * c.ldx, 1.f, c.in);
+  const auto w = rnd(g, std::size_t(c.n) * c.k, 1.f, c.in);
+  const auto b = rnd(g, c.n, 1.f, c.in);
+  const auto y0 = rnd(g, std::size_t(c.m) * c.ldy, 1.f, c.out);
+  Buf xb = upload(be, x, c.in), wb = upload(be, w, c.in), bb = upload(be, b, c.in), yb = upload(be, y0, c.out);
+  ops::GemmParams p;
+  p.x = xb.p, p.ldx = c.ldx, p.w = wb.p, p.bias = c.bias ? bb.p : nullptr, p.in_dtype = c.in;
+  p.y = yb.p, p.ldy = c.ldy, p.out_dtype = c.out, p.accumulate = c.acc;
+  p.m = c.m, p.n = c.n, p.k = c.k;
+  if (*path) setenv("BASED_CORE_GEMM", path, 1);
+  be->gemm(p);
+  if (*path) unsetenv("BASED_CORE_GEMM");
+  GemmRun r;
+  r.got = download(be, yb, std::size_t(c.m) * c.ldy, c.out);
+  r.ref.assign(r.got.begin(), r.got.end());  // the padding columns must stay as they were
+  r.mag_sum.assign(r.got.size(), 0.0);
+  r.mag_terms.assign(r.got.size(), 0.0);
+  for (int i = 0; i < c.m; ++i)
+    for (int j = 0; j < c.n; ++j) {
+      double v = 0, a = 0;
+      for (int k = 0; k < c.k; ++k) {
+        const double term = double(x[std::size_t(i) * c.ldx + k]) * w[std::size_t(j) * c.k + k];
+        v += term;
+        a += std::fabs(term);
+      }
+      const double y0v = c.acc ? y0[std::size_t(i) * c.ldy + j] : 0.0, bv = c.bias ? b[j] : 0.0;
+      const std::size_t o = std::size_t(i) * c.ldy + j;
+      r.ref[o] = v + y0v + bv;
+      r.mag_sum[o] = std::fabs(v) + std::fabs(y0v) + std::fabs(bv);
+      r.mag_terms[o] = a + std::fabs(y0v) + std::fabs(bv);
+    }
+  return r;
+}
+}  // namespace
+
 TEST_CASE("gemm through cuBLASLt: bias, accumulate, strides, output dtypes") {
   NEED_GPU();
   std::mt19937 g(5);
@@ -148,35 +199,16 @@ TEST_CASE("gemm through cuBLASLt: bias, accumulate, strides, output dtypes") {
           for (DType out : {t, DType::F32})
             for (int pad : {0, 8}) {
               if (out == t && t == DType::F32 && pad) continue;
-              const int ldx = s.k + pad, ldy = s.n + pad;
-              const auto x = rnd(g, std::size_t(s.m) * ldx, 1.f, t);
-              const auto w = rnd(g, std::size_t(s.n) * s.k, 1.f, t);
-              const auto b = rnd(g, s.n, 1.f, t);
-              const auto y0 = rnd(g, std::size_t(s.m) * ldy, 1.f, out);
-              Buf xb = upload(be, x, t), wb = upload(be, w, t), bb = upload(be, b, t), yb = upload(be, y0, out);
-              ops::GemmParams p;
-              p.x = xb.p, p.ldx = ldx, p.w = wb.p, p.bias = bias ? bb.p : nullptr, p.in_dtype = t;
-              p.y = yb.p, p.ldy = ldy, p.out_dtype = out, p.accumulate = acc != 0;
-              p.m = s.m, p.n = s.n, p.k = s.k;
-              be->gemm(p);
-              const auto got = download(be, yb, std::size_t(s.m) * ldy, out);
-              std::vector<double> ref(got.begin(), got.end()), mag(got.size(), 0.0);
-              for (int i = 0; i < s.m; ++i)
-                for (int j = 0; j < s.n; ++j) {
-                  double v = 0;
-                  for (int c = 0; c < s.k; ++c) v += double(x[std::size_t(i) * ldx + c]) * w[std::size_t(j) * s.k + c];
-                  const double y0v = acc ? y0[std::size_t(i) * ldy + j] : 0.0, bv = bias ? b[j] : 0.0;
-                  ref[std::size_t(i) * ldy + j] = v + y0v + bv;
-                  // 16-bit outputs: cuBLASLt may round the product before adding C and the bias
-                  mag[std::size_t(i) * ldy + j] = std::fabs(v) + std::fabs(y0v) + std::fabs(bv);
-                }
+              const GemmCase c{s.m, s.n, s.k, s.k + pad, s.n + pad, bias != 0, acc != 0, t, out};
+              const GemmRun r = run_gemm(be, g, c, "");
+              // 16-bit outputs: cuBLASLt may round the product before adding C and the bias
               const Tol tl = out == DType::F32 ? Tol{2e-5 * std::sqrt(double(s.k)), 1e-5} : Tol{1e-3, tol_for(out).rtol / 2};
-              CHECK(close(got, ref, tl,
+              CHECK(close(r.got, r.ref, tl,
                           "gemm " + dname(t) + "->" + dname(out) + " m" + std::to_string(s.m) + " n" +
                               std::to_string(s.n) + " k" + std::to_string(s.k) + " bias" +
                               std::to_string(bias) + " acc" + std::to_string(acc) + " pad" +
                               std::to_string(pad),
-                          &mag));
+                          &r.mag_sum));
             }
 }
 
@@ -195,39 +227,14 @@ TEST_CASE("gemm decode paths: gemv and cuBLASLt at 1..9 rows") {
       for (Shape s : shapes) {
         const int bias = (s.m + s.k / 8) % 2, acc = (s.n / 8) % 2;
         const DType out = (s.n % 3) ? DType::F32 : t;
-        const int ldx = s.k + 8, ldy = s.n + 8;
-        const auto x = rnd(g, std::size_t(s.m) * ldx, 1.f, t);
-        const auto w = rnd(g, std::size_t(s.n) * s.k, 1.f, t);
-        const auto b = rnd(g, s.n, 1.f, t);
-        const auto y0 = rnd(g, std::size_t(s.m) * ldy, 1.f, out);
-        Buf xb = upload(be, x, t), wb = upload(be, w, t), bb = upload(be, b, t), yb = upload(be, y0, out);
-        ops::GemmParams p;
-        p.x = xb.p, p.ldx = ldx, p.w = wb.p, p.bias = bias ? bb.p : nullptr, p.in_dtype = t;
-        p.y = yb.p, p.ldy = ldy, p.out_dtype = out, p.accumulate = acc != 0;
-        p.m = s.m, p.n = s.n, p.k = s.k;
-        if (*path) setenv("BASED_CORE_GEMM", path, 1);
-        be->gemm(p);
-        unsetenv("BASED_CORE_GEMM");
-        const auto got = download(be, yb, std::size_t(s.m) * ldy, out);
-        std::vector<double> ref(got.begin(), got.end()), mag(got.size(), 0.0);
-        for (int i = 0; i < s.m; ++i)
-          for (int j = 0; j < s.n; ++j) {
-            double v = 0, a = 0;
-            for (int c = 0; c < s.k; ++c) {
-              const double term = double(x[std::size_t(i) * ldx + c]) * w[std::size_t(j) * s.k + c];
-              v += term;
-              a += std::fabs(term);
-            }
-            const double y0v = acc ? y0[std::size_t(i) * ldy + j] : 0.0, bv = bias ? b[j] : 0.0;
-            ref[std::size_t(i) * ldy + j] = v + y0v + bv;
-            mag[std::size_t(i) * ldy + j] = a + std::fabs(y0v) + std::fabs(bv);
-          }
+        const GemmCase c{s.m, s.n, s.k, s.k + 8, s.n + 8, bias != 0, acc != 0, t, out};
+        const GemmRun r = run_gemm(be, g, c, path);
         const Tol tl = out == DType::F32 ? Tol{1e-5, 1e-5} : Tol{1e-3, tol_for(out).rtol / 2};
-        CHECK(close(got, ref, tl,
+        CHECK(close(r.got, r.ref, tl,
                     std::string("gemm path '") + path + "' " + dname(t) + "->" + dname(out) + " m" +
                         std::to_string(s.m) + " n" + std::to_string(s.n) + " k" + std::to_string(s.k) +
                         " bias" + std::to_string(bias) + " acc" + std::to_string(acc),
-                    &mag));
+                    &r.mag_terms));
       }
 }
 
