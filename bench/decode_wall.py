@@ -1,0 +1,49 @@
+"""Wall time per decode step of greedy generation, for quick A/B comparisons of
+decode-path changes (environment switches such as BASED_CORE_PREFETCH=0):
+
+    python3 bench/decode_wall.py [--model based-1b] [--batch 1 16 64 128] [--steps 256]
+
+Prints, per batch size, the median over --reps of (generate(steps) - generate(1))
+/ (steps - 1): the decode steps alone, prefill and first token excluded.
+Random weights of the released shape (models.py); not a RESULTS.md row.
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import models
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="based-1b")
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 16, 64, 128])
+    ap.add_argument("--steps", type=int, default=256)
+    ap.add_argument("--reps", type=int, default=3)
+    a = ap.parse_args()
+    model, cfg, w = models.build(a.model, "cuda")
+    del w
+    torch.cuda.empty_cache()
+    for B in a.batch:
+        prompts = models.random_prompts(B, 16, cfg["vocab_size"], seed=B)
+        s = model.session(max_batch=B)
+        s.generate(prompts, max_new_tokens=8)  # graphs captured, workspaces allocated
+        per_step = []
+        for _ in range(a.reps):
+            t = {}
+            for n in (1, a.steps):
+                t0 = time.perf_counter()
+                s.generate(prompts, max_new_tokens=n)
+                t[n] = time.perf_counter() - t0
+            per_step.append((t[a.steps] - t[1]) / (a.steps - 1))
+        ms = statistics.median(per_step) * 1e3
+        print(f"{a.model} B={B}: {ms:.3f} ms per decode step, {B / ms * 1e3:,.0f} tok/s "
+              f"(reps {', '.join(f'{x * 1e3:.3f}' for x in per_step)})", flush=True)
+        del s
+
+
+if __name__ == "__main__":
+    main()
