@@ -81,15 +81,6 @@ CudaBackend::CudaBackend(int device) : device_(device) {
     cudaStreamDestroy(stream_);
     throw;
   }
-  // Prefetching is an optimisation: without its stream or events prefetch() does nothing.
-  const char* pf = std::getenv("BASED_CORE_PREFETCH");
-  prefetch_on_ = !(pf && std::string(pf) == "0");
-  if (cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking) != cudaSuccess ||
-      cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming) != cudaSuccess ||
-      cudaEventCreateWithFlags(&join_, cudaEventDisableTiming) != cudaSuccess) {
-    cudaGetLastError();
-    prefetch_on_ = false;
-  }
   // la_prefill splits short batches into segments through this; without it (allocation
   // failed) it runs one pass per head, which is correct but slower for few heads.
   if (cudaMalloc(&la_workspace_, kLaPrefillWorkspaceBytes) != cudaSuccess) {
@@ -104,11 +95,7 @@ CudaBackend::~CudaBackend() {
   cudaGetDevice(&cur);
   if (cur != device_) cudaSetDevice(device_);
   if (stream_) cudaStreamSynchronize(stream_);
-  if (side_) cudaStreamSynchronize(side_);
   gemm_.reset();
-  if (fork_) cudaEventDestroy(fork_);
-  if (join_) cudaEventDestroy(join_);
-  if (side_) cudaStreamDestroy(side_);
   if (la_workspace_) cudaFree(la_workspace_);
   if (stream_) cudaStreamDestroy(stream_);
   cudaGetLastError();
@@ -204,24 +191,6 @@ void CudaBackend::wait_for(CUstream_st* external) {
 void CudaBackend::signal_to(CUstream_st* external) {
   ensure_device();
   order_streams(stream_, external ? external : cudaStreamLegacy);
-}
-
-void CudaBackend::prefetch(const void* p, std::size_t bytes) {
-  if (!prefetch_on_ || !p || bytes == 0) return;
-  ensure_device();
-  // The side stream starts after the work queued so far, so a prefetch issued just before
-  // a GEMM overlaps that GEMM and what follows it, not earlier kernels.
-  BASED_CUDA_CHECK(cudaEventRecord(fork_, stream_));
-  BASED_CUDA_CHECK(cudaStreamWaitEvent(side_, fork_, 0));
-  check_launch(launch_prefetch_l2(p, bytes, side_), "prefetch");
-  side_forked_ = true;
-}
-
-void CudaBackend::join_side() {
-  if (!side_forked_) return;
-  side_forked_ = false;
-  BASED_CUDA_CHECK(cudaEventRecord(join_, side_));
-  BASED_CUDA_CHECK(cudaStreamWaitEvent(stream_, join_, 0));
 }
 
 void CudaBackend::embedding(const ops::EmbeddingParams& p) {
@@ -389,17 +358,10 @@ void CudaBackend::sample(const ops::SampleParams& p) {
 void* CudaBackend::capture_graph(const std::function<void()>& fn) {
   std::shared_lock<std::shared_mutex> lock(capture_mutex());
   ensure_device();
-  side_forked_ = false;  // prefetches queued before the capture are not part of it
   BASED_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
   try {
     fn();
-    join_side();
   } catch (...) {
-    if (side_forked_) {  // a capture only ends cleanly once the side stream rejoined
-      side_forked_ = false;
-      cudaEventRecord(join_, side_);
-      cudaStreamWaitEvent(stream_, join_, 0);
-    }
     cudaGraph_t partial = nullptr;
     cudaStreamEndCapture(stream_, &partial);
     if (partial) cudaGraphDestroy(partial);

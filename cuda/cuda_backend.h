@@ -43,7 +43,6 @@ class CudaBackend final : public Backend {
   void synchronize() override;
   void wait_for(CUstream_st* external) override;
   void signal_to(CUstream_st* external) override;
-  void prefetch(const void* p, std::size_t bytes) override;
 
   void embedding(const ops::EmbeddingParams& p) override;
   void rmsnorm(const ops::RmsNormParams& p) override;
@@ -72,18 +71,10 @@ class CudaBackend final : public Backend {
   void ensure_device() const;
   /// Throws CudaError "<op>: kernel launch failed: ..." when a launcher reported an error.
   void check_launch(cudaError_t err, const char* op) const;
-  /// Makes stream_ wait for the prefetches queued on side_ (a capture must end joined).
-  void join_side();
 
   int device_ = 0;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<GemmCublasLt> gemm_;
-  // prefetch(): a side stream forked from stream_ by fork_ event, so a prefetch never
-  // delays the ops; joined back (join_ event) only when a graph capture ends.
-  cudaStream_t side_ = nullptr;
-  cudaEvent_t fork_ = nullptr, join_ = nullptr;
-  bool side_forked_ = false;
-  bool prefetch_on_ = true;  // BASED_CORE_PREFETCH=0 turns prefetch() off (for comparisons)
   void* la_workspace_ = nullptr;  // la_prefill segment states (kLaPrefillWorkspaceBytes), may be null
 };
 

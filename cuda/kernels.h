@@ -30,9 +30,6 @@ cudaError_t launch_argmax(const ops::ArgmaxParams& p, cudaStream_t stream);
 // gemv.cu: one-row weight GEMMs (batch-1 decode steps, 16-bit inputs)
 bool gemv_applies(const ops::GemmParams& p);
 cudaError_t launch_gemv(const ops::GemmParams& p, cudaStream_t stream);
-// prefetch.cu
-/// Starts pulling [p, p + bytes) into L2 (a hint for read-only data; returns at once).
-cudaError_t launch_prefetch_l2(const void* p, std::size_t bytes, cudaStream_t stream);
 // sampling.cu
 cudaError_t launch_sample(const ops::SampleParams& p, cudaStream_t stream);
 

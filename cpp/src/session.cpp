@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <set>
 #include <string>
@@ -241,16 +240,6 @@ void Session::forward(int64_t T, bool decode, int slot, int64_t start) {
   const int64_t d = c.d_model;
   const std::size_t as = dtype_size(act);
 
-  // Steps over few rows are bound by streaming the weights. As each GEMM is issued, the
-  // backend starts pulling the next GEMM's weights into L2 (Backend::prefetch), so HBM keeps
-  // streaming through the GEMM's tail and the short kernels between GEMMs.
-  const bool prefetch = T <= 512;
-  const int pf_mode = [] { const char* e = std::getenv("BASED_CORE_PF_MODE"); return e ? std::atoi(e) : 1; }();
-  auto prefetch_w = [&](const void* w, int64_t rows, int64_t cols) {
-    if (prefetch) be_->prefetch(w, std::size_t(rows * cols) * dtype_size(wt));
-  };
-  if (c.n_layer > 0) prefetch_w(m.layer(0).mix_in, m.layer(0).mix_in_rows, d);
-
   ops::EmbeddingParams ep;
   ep.ids = ids_;
   ep.n_tokens = T;
@@ -294,9 +283,7 @@ void Session::forward(int64_t T, bool decode, int slot, int64_t start) {
     const LayerWeights& L = m.layer(li);
     LayerState& st = states_[std::size_t(li)];
     norm(L.norm1);
-    if (pf_mode == 1) prefetch_w(L.mix_out, d, L.mix_out_cols);
     gemm(xnorm_, d, L.mix_in, L.mix_in_bias, big_, big_cols_, act, false, L.mix_in_rows, d);
-    if (pf_mode == 2) prefetch_w(L.mix_out, d, L.mix_out_cols);
     const std::size_t slot_off = std::size_t(slot);
     switch (L.kind) {
       case LayerKind::Conv: {
@@ -358,20 +345,13 @@ void Session::forward(int64_t T, bool decode, int slot, int64_t start) {
       }
     }
     // The residual stream stays fp32: out_proj accumulates straight into it.
-    if (pf_mode == 1) prefetch_w(L.fc1, 2 * c.n_inner, d);
     gemm(mid_, mid_cols_, L.mix_out, L.mix_out_bias, resid_, d, DType::F32, true, d, L.mix_out_cols);
-    if (pf_mode == 2) prefetch_w(L.fc1, 2 * c.n_inner, d);
     norm(L.norm2);
-    if (pf_mode == 1) prefetch_w(L.fc2, d, c.n_inner);
     gemm(xnorm_, d, L.fc1, nullptr, big_, big_cols_, act, false, 2 * c.n_inner, d);
-    if (pf_mode == 2) prefetch_w(L.fc2, d, c.n_inner);
     ops::SwigluParams sp;
     sp.u = big_; sp.ld_u = big_cols_; sp.y = mid_; sp.ld_y = mid_cols_; sp.dtype = act; sp.n = c.n_inner; sp.n_tokens = T;
     be_->swiglu(sp);
-    const LayerWeights* N = li + 1 < c.n_layer ? &m.layer(li + 1) : nullptr;
-    if (N && pf_mode == 1) prefetch_w(N->mix_in, N->mix_in_rows, d);
     gemm(mid_, mid_cols_, L.fc2, nullptr, resid_, d, DType::F32, true, d, c.n_inner);
-    if (N && pf_mode == 2) prefetch_w(N->mix_in, N->mix_in_rows, d);
   }
 }
 

@@ -291,11 +291,6 @@ class Backend {
   virtual void wait_for(CUstream_st* /*external*/) {}
   /// Makes `external` wait for the work queued so far on this backend's stream.
   virtual void signal_to(CUstream_st* /*external*/) {}
-  /// A hint that `bytes` of read-only device memory at `p` (weights) are about
-  /// to be read: the CUDA backend starts pulling them into L2 on a side stream,
-  /// alongside the work queued so far and without ordering it. Never changes
-  /// results; a no-op on the CPU.
-  virtual void prefetch(const void* /*p*/, std::size_t /*bytes*/) {}
 
   /// The ops: each enqueues the work its params struct's "computes:" line
   /// states. Throws InvalidArgument (bad sizes, strides or null pointers) or

@@ -1,0 +1,58 @@
+"""Where a model prefill's time goes: per-kernel GPU time (CUPTI via
+torch.profiler) of Session.prefill for a released model shape.
+
+    python3 bench/profile_prefill.py [--model based-1b] [--batch 2] [--length 4096]
+
+Prints the wall time of prefilling --batch sequences of --length tokens (one
+Session.prefill per sequence, as M6), then the kernel time, count and top
+kernels of one such run.
+"""
+
+import argparse
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import models
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="based-1b")
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--length", type=int, default=4096)
+    ap.add_argument("--top", type=int, default=16)
+    a = ap.parse_args()
+    model, cfg, w = models.build(a.model, "cuda")
+    del w
+    torch.cuda.empty_cache()
+    prompts = models.random_prompts(a.batch, a.length, cfg["vocab_size"], seed=1)
+    s = model.session(max_batch=a.batch)
+
+    def run():
+        for b in range(a.batch):
+            s.reset(b)
+            s.prefill(b, prompts[b], logits="last")
+
+    run()  # warm-up
+    t0 = time.perf_counter()
+    run()
+    wall = time.perf_counter() - t0
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        run()
+    per = {}
+    for e in prof.key_averages():
+        if e.device_type is not None and e.self_device_time_total > 0:
+            t, c = per.get(e.key, (0.0, 0))
+            per[e.key] = (t + e.self_device_time_total, c + e.count)
+    total_us = sum(t for t, _ in per.values())
+    tokens = a.batch * a.length
+    print(f"\n{a.model} B={a.batch} L={a.length}: {wall * 1e3:.2f} ms wall ({tokens / (wall * 1e3):.1f} tok/ms), "
+          f"kernel time {total_us / 1e3:.2f} ms, {sum(c for _, c in per.values())} kernels")
+    for key, (t, c) in sorted(per.items(), key=lambda kv: -kv[1][0])[:a.top]:
+        print(f"  {t / 1e3:8.2f} ms  {c:5d}x  {key[:110]}")
+
+
+if __name__ == "__main__":
+    main()
