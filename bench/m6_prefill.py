@@ -3,7 +3,8 @@
 Configurations: based-1b B2 L4096, based-360m B2 L16384, and B16 L1024 for
 both (quick: the first two and 1b B16 L1024).
 based_core: Session.prefill(slot, tokens, logits="last") for each sequence
-(the library prefills one sequence at a time, in chunks of 512 tokens);
+(the library prefills one sequence at a time, in chunks of the default
+prefill_chunk: 4096 tokens on CUDA);
 tokens/ms = B*L / total time (the call synchronizes before returning).
 Peer: the Llama-style Transformer of the same size (llama_peer.py) running the
 whole batch in one causal forward pass (SDPA), last-token logits only.
@@ -33,7 +34,7 @@ def run(args):
     reps = (1 if ctx.dry else 3) if ctx.quick else 5
     sec = ctx.section("M6", "Model prefill throughput (logits of the last token)", "prefill tokens/ms", "tok/ms",
                       "higher", [
-        "based_core: Session.prefill per sequence (default prefill_chunk 512), wall time incl. the final sync.",
+        "based_core: Session.prefill per sequence (default prefill_chunk: 4096 on CUDA), wall time incl. the final sync.",
         "peer: one batched causal forward of the same-size Llama (SDPA), CUDA events.",
         "limit: 790 TFLOP/s / (2 * parameters) per token (PERFORMANCE.md 1d; excludes attention/LA FLOPs).",
         f"median of {reps} runs after one warm-up run.",

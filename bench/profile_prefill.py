@@ -23,12 +23,13 @@ def main():
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--length", type=int, default=4096)
     ap.add_argument("--top", type=int, default=16)
+    ap.add_argument("--chunk", type=int, default=0, help="Session prefill_chunk (0: the library default)")
     a = ap.parse_args()
     model, cfg, w = models.build(a.model, "cuda")
     del w
     torch.cuda.empty_cache()
     prompts = models.random_prompts(a.batch, a.length, cfg["vocab_size"], seed=1)
-    s = model.session(max_batch=a.batch)
+    s = model.session(max_batch=a.batch, prefill_chunk=a.chunk)
 
     def run():
         for b in range(a.batch):
@@ -48,7 +49,7 @@ def main():
             per[e.key] = (t + e.self_device_time_total, c + e.count)
     total_us = sum(t for t, _ in per.values())
     tokens = a.batch * a.length
-    print(f"\n{a.model} B={a.batch} L={a.length}: {wall * 1e3:.2f} ms wall ({tokens / (wall * 1e3):.1f} tok/ms), "
+    print(f"\n{a.model} B={a.batch} L={a.length} chunk={a.chunk or 'default'}: {wall * 1e3:.2f} ms wall ({tokens / (wall * 1e3):.1f} tok/ms), "
           f"kernel time {total_us / 1e3:.2f} ms, {sum(c for _, c in per.values())} kernels")
     for key, (t, c) in sorted(per.items(), key=lambda kv: -kv[1][0])[:a.top]:
         print(f"  {t / 1e3:8.2f} ms  {c:5d}x  {key[:110]}")

@@ -187,7 +187,9 @@ void bind_ops(nb::module_& m) {
         c.check(x, "x", {-1, -1}, std::nullopt);
         DType dt = c.act(x, "x");
         c.check(w, "w", {-1, dim(x, 1)}, dt);
-        if (bias) c.check(*bias, "bias", {dim(w, 0)}, dt);
+        // The bias is in x's dtype, or float32 when the output is float32 (GemmParams::bias_f32).
+        const bool bias_f32 = bias && dt != DType::F32 && py::dtype_of(*bias, "bias") == DType::F32;
+        if (bias) c.check(*bias, "bias", {dim(w, 0)}, bias_f32 ? DType::F32 : dt);
         auto be = c.backend();
         StreamOrder so(be, stream);
         Tensor y;
@@ -206,6 +208,7 @@ void bind_ops(nb::module_& m) {
         p.ldx = dim(x, 1);
         p.w = w.data();
         p.bias = bias ? bias->data() : nullptr;
+        p.bias_f32 = bias_f32;
         p.in_dtype = dt;
         p.y = yp;
         p.ldy = dim(w, 0);
@@ -219,7 +222,8 @@ void bind_ops(nb::module_& m) {
         return out ? nb::none() : py::to_python(y);
       },
       "x"_a, "w"_a, "bias"_a = nb::none(), "out"_a = nb::none(), "fp32_out"_a = false, "stream"_a = nb::none(),
-      "computes: x @ w.T + bias; with out=, accumulates into out in place and returns None.");
+      "computes: x @ w.T + bias; with out=, accumulates into out in place and returns None. The bias is in x's dtype, "
+      "or float32 when the output is float32.");
 
   m.def(
       "swiglu",

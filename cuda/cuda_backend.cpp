@@ -222,6 +222,7 @@ void CudaBackend::gemm(const ops::GemmParams& p) {
   require(p.ldx >= p.k && p.ldy >= p.n, "gemm",
           "ldx must be >= k and ldy >= n, got ldx " + num(p.ldx) + ", ldy " + num(p.ldy));
   require(p.x && p.w && p.y, "gemm", "null pointer");
+  require(!p.bias_f32 || p.out_dtype == DType::F32, "gemm", "a float32 bias needs out_dtype float32");
   ensure_device();
   // A batch-1 decode step is weight-bandwidth bound: the GEMV streams W once and beats
   // cuBLASLt there; from two rows on cuBLASLt is as fast or faster (bench/gemm_decode.py).

@@ -95,7 +95,7 @@ bool GemmCublasLt::try_plan(const ops::GemmParams& p, const Key& key, bool bias_
       const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
       BASED_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE,
                                                         &epi, sizeof(epi)));
-      const int32_t bias_type = tin;  // the bias is stored in the input dtype
+      const int32_t bias_type = p.bias_f32 ? int32_t(CUDA_R_32F) : tin;  // GemmParams::bias_f32
       BASED_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
           plan.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
       BASED_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
@@ -178,7 +178,7 @@ void GemmCublasLt::run(const ops::GemmParams& p) {
                 p.ldy,
                 int(p.in_dtype),
                 int(p.out_dtype),
-                p.bias != nullptr,
+                p.bias == nullptr ? 0 : p.bias_f32 ? 2 : 1,
                 alignment(p.x),
                 alignment(p.w),
                 alignment(p.y),
@@ -201,7 +201,7 @@ void GemmCublasLt::run(const ops::GemmParams& p) {
                                     workspace_bytes_, stream_));
   if (plan.bias_kernel) {
     const cudaError_t e = launch_add_bias_f32(static_cast<float*>(p.y), p.ldy, p.bias,
-                                              p.in_dtype, p.m, p.n, stream_);
+                                              p.bias_f32 ? DType::F32 : p.in_dtype, p.m, p.n, stream_);
     if (e != cudaSuccess) throw_cuda_error(e, "launch_add_bias_f32", __FILE__, __LINE__);
   }
 }

@@ -29,8 +29,8 @@ class GemmCublasLt {
   void run(const ops::GemmParams& p);
 
  private:
-  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int, int, bool, int, int,
-                         int, int>;  // m n k ldx ldy in out bias alignX alignW alignY alignBias
+  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int,
+                         int, int>;  // m n k ldx ldy in out bias(0 none, 1 in dtype, 2 fp32) alignX alignW alignY alignBias
   struct Plan {
     cublasLtMatmulDesc_t op = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;

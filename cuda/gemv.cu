@@ -50,7 +50,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(ops::GemmParams p) {
 #pragma unroll
   for (int r = 0; r < M; ++r) acc[r] = warp_sum(acc[r]);
   if (lane == 0) {
-    const float b = p.bias ? to_f(static_cast<const T*>(p.bias)[n]) : 0.f;
+    const float b = !p.bias ? 0.f : p.bias_f32 ? static_cast<const float*>(p.bias)[n]
+                                               : to_f(static_cast<const T*>(p.bias)[n]);
     TO* y = static_cast<TO*>(p.y);
 #pragma unroll
     for (int r = 0; r < M; ++r) {

@@ -273,6 +273,14 @@ def check_dense(device, dtype, M, N, K, seed=0):
     acc0 = acc.cpu().double()
     based_core.ops.gemm(x, w, out=acc)
     close(acc.cpu(), acc0 + xd @ wd.T, "float32" if dtype == "float32" else dtype, "gemm accumulate fp32")
+    # + bias into an fp32 output: a bias in x's dtype (a separate kernel on the GPU) or an
+    # fp32 one (fused into the cuBLASLt epilogue; the GEMV reads it as is)
+    for bias in (b, b.float()):
+        acc = torch.randn(M, N, generator=g).float().to(device)
+        acc0 = acc.cpu().double()
+        based_core.ops.gemm(x, w, bias=bias, out=acc)
+        close(acc.cpu(), acc0 + xd @ wd.T + bd, "float32" if dtype == "float32" else dtype,
+              f"gemm accumulate fp32 + {bias.dtype} bias")
     r = torch.randn(M, K, generator=g).float().to(device)
     nw = rand((K,), g, dtype, device)
     close(out(based_core.ops.rmsnorm(r, nw, eps=1e-5)), R.rmsnorm(r.cpu().double(), nw.cpu().double()), dtype, "rmsnorm")

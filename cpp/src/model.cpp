@@ -101,17 +101,17 @@ Model::~Model() {
   for (void* p : buffers_) backend_->deallocate(p);
 }
 
-// Converts the parts to the weight dtype, stacked along rows into one buffer
+// Converts the parts to `out` (through the load dtype), stacked along rows into one buffer
 // (LA's q|k|v projections become one GEMM), and copies that to the device.
-void* Model::upload(const std::vector<const HostTensorView*>& parts) {
-  const std::size_t out_size = dtype_size(weight_dtype_);
+void* Model::upload(const std::vector<const HostTensorView*>& parts, DType out) {
+  const std::size_t out_size = dtype_size(out);
   std::size_t total = 0;
   for (const auto* t : parts) total += t->nbytes / dtype_size(t->dtype);
   std::vector<uint8_t> staging(total * out_size);
   std::size_t off = 0;
   for (const auto* t : parts) {
     const std::size_t n = t->nbytes / dtype_size(t->dtype);
-    convert_values(t->data, t->dtype, n, dtype_, weight_dtype_, staging.data() + off * out_size);
+    convert_values(t->data, t->dtype, n, dtype_, out, staging.data() + off * out_size);
     off += n;
   }
   void* p = backend_->allocate(staging.size() ? staging.size() : 1);
@@ -171,6 +171,7 @@ std::shared_ptr<Model> Model::from_weights(const ModelConfig& config_in,
   struct Item {
     std::vector<const HostTensorView*> parts;  // stacked along rows when several
     const void** slot;
+    bool f32 = false;  // stored as float32 instead of the weight dtype
   };
   std::vector<Item> items;
   m->layers_.resize(std::size_t(c.n_layer));
@@ -195,7 +196,7 @@ std::shared_ptr<Model> Model::from_weights(const ModelConfig& config_in,
       add(&L.mix_in_bias, "mixer.in_proj.bias", {2 * C});
       add(&L.conv, "mixer.conv.conv.weight", {C, 1, c.conv_kernel});
       add(&L.mix_out, "mixer.out_proj.weight", {d, C});
-      add(&L.mix_out_bias, "mixer.out_proj.bias", {d});
+      items.push_back({{&idx.take(pre + "mixer.out_proj.bias", {d})}, &L.mix_out_bias, true});
       L.mix_in_rows = 2 * C;
       L.mix_out_cols = C;
     } else if (L.kind == LayerKind::LinearAttention) {
@@ -219,7 +220,7 @@ std::shared_ptr<Model> Model::from_weights(const ModelConfig& config_in,
   for (const Item& it : items)
     for (const auto* p : it.parts) total += p->nbytes;
   for (const Item& it : items) {
-    *it.slot = m->upload(it.parts);
+    *it.slot = m->upload(it.parts, it.f32 ? DType::F32 : m->weight_dtype_);
     for (const auto* p : it.parts) done += p->nbytes;
     if (options.progress) options.progress(done, total);
   }

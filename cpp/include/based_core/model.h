@@ -54,7 +54,9 @@ struct LayerWeights {
   int64_t mix_in_rows = 0;            ///< output rows of mix_in
   const void* conv = nullptr;         ///< [C, 3] conv taps (BaseConv only)
   const void* mix_out = nullptr;      ///< out_proj [d, *]
-  const void* mix_out_bias = nullptr; ///< [d], BaseConv only (else null)
+  /// [d] float32 whatever the weight dtype (rounded to it first), BaseConv only (else null):
+  /// out_proj writes the fp32 residual, and an fp32 bias fuses into that GEMM.
+  const void* mix_out_bias = nullptr;
   int64_t mix_out_cols = 0;           ///< input columns of mix_out
 };
 
@@ -113,7 +115,7 @@ class Model {
 
  private:
   Model() = default;
-  void* upload(const std::vector<const HostTensorView*>& parts);
+  void* upload(const std::vector<const HostTensorView*>& parts, DType out);
 
   ModelConfig config_;
   DType dtype_ = DType::BF16, weight_dtype_ = DType::BF16, act_dtype_ = DType::BF16;

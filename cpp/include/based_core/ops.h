@@ -58,12 +58,16 @@ struct RmsNormParams {
 };
 
 /// computes: Y[m, n] = (accumulate ? Y[m, n] : 0) + sum_k X[m, k] W[n, k] + (bias ? bias[n] : 0),
-/// fp32 accumulation. X, W, bias in in_dtype; Y in out_dtype (act dtype or F32).
+/// fp32 accumulation. X, W in in_dtype; bias in in_dtype, or F32 when bias_f32; Y in
+/// out_dtype (act dtype or F32).
 struct GemmParams {
   const void* x = nullptr;
   int64_t ldx = 0;
   const void* w = nullptr;  // [n, k] row-major (PyTorch Linear layout), ld = k
   const void* bias = nullptr;
+  /// The bias is float32 (allowed with out_dtype F32 only). cuBLASLt fuses an fp32 bias into
+  /// a GEMM with fp32 output; a 16-bit one there needs a separate kernel.
+  bool bias_f32 = false;
   DType in_dtype = DType::F32;
   void* y = nullptr;
   int64_t ldy = 0;

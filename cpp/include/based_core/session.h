@@ -46,9 +46,10 @@ struct SessionOptions {
   /// Sequences held at once, 1..2^20: the largest decode batch and generate()
   /// batch. Memory: max_slots * state_bytes_per_slot() plus the workspace.
   int max_slots = 1;
-  /// Tokens per forward pass while prefilling, 1..2^20. Longer prompts are
-  /// run in chunks (the state carries over); the workspace grows linearly
-  /// with max(prefill_chunk, max_slots) rows.
+  /// Tokens per forward pass while prefilling, 1..2^20, or 0 for the device's
+  /// default (4096 on CUDA, 512 on the CPU). Longer prompts are run in chunks
+  /// (the state carries over); the workspace grows linearly with
+  /// max(prefill_chunk, max_slots) rows (based-1b on CUDA: ~32 KB per row).
   int64_t prefill_chunk = 512;
   /// > 0: a call that would grow a sequence past this many tokens (prompt plus
   /// generated) throws InvalidArgument instead. 0: no limit (memory does not
