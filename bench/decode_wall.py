@@ -12,8 +12,6 @@ import argparse
 import statistics
 import time
 
-import torch
-
 import models
 
 
@@ -24,9 +22,7 @@ def main():
     ap.add_argument("--steps", type=int, default=256)
     ap.add_argument("--reps", type=int, default=3)
     a = ap.parse_args()
-    model, cfg, w = models.build(a.model, "cuda")
-    del w
-    torch.cuda.empty_cache()
+    model, cfg = models.build_model(a.model, "cuda")
     for B in a.batch:
         prompts = models.random_prompts(B, 16, cfg["vocab_size"], seed=B)
         s = model.session(max_batch=B)

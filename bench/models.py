@@ -128,6 +128,15 @@ def build(name: str, device: str, seed: int = 0):
     return based_core.Model(native, path=None), cfg, w
 
 
+def build_model(name: str, device: str, seed: int = 0):
+    """(based_core.Model, config dict) as build(), with the device copy of the weights freed."""
+    model, cfg, w = build(name, device, seed=seed)
+    del w
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return model, cfg
+
+
 def random_prompts(n: int, length: int, vocab: int, seed: int = 0) -> List[List[int]]:
     rng = np.random.default_rng(seed)
     return [list(map(int, row)) for row in rng.integers(0, vocab, size=(n, length))]

@@ -11,9 +11,9 @@ run of --steps tokens, per kernel name).
 import argparse
 import time
 
-import torch
 from torch.profiler import ProfilerActivity, profile
 
+import kernel_table
 import models
 
 
@@ -24,9 +24,7 @@ def main():
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--top", type=int, default=16)
     a = ap.parse_args()
-    model, cfg, w = models.build(a.model, "cuda")
-    del w
-    torch.cuda.empty_cache()
+    model, cfg = models.build_model(a.model, "cuda")
     for B in a.batch:
         prompts = models.random_prompts(B, 16, cfg["vocab_size"], seed=B)
         s = model.session(max_batch=B)
@@ -40,17 +38,12 @@ def main():
         for sign, n in ((1.0, a.steps), (-1.0, 1)):
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
                 s.generate(prompts, max_new_tokens=n)
-            for e in prof.key_averages():
-                if e.device_type is not None and e.self_device_time_total > 0:
-                    t, c = per.get(e.key, (0.0, 0.0))
-                    per[e.key] = (t + sign * e.self_device_time_total, c + sign * e.count)
+            kernel_table.add(per, prof, sign)
         steps = a.steps - 1
-        total_us = sum(t for t, _ in per.values())
-        count = sum(c for _, c in per.values())
+        total_us, count = kernel_table.totals(per)
         print(f"\n{a.model} B={B}: {wall / a.steps * 1e3:.3f} ms per step (wall, incl. prefill), "
               f"decode-only kernel time {total_us / steps / 1e3:.3f} ms per step, {count / steps:.0f} kernels per step")
-        for key, (t, c) in sorted(per.items(), key=lambda kv: -kv[1][0])[:a.top]:
-            print(f"  {t / steps:9.1f} us/step  {c / steps:6.1f}x  {key[:110]}")
+        kernel_table.print_top(per, a.top, time_div=steps, count_div=steps, unit="us/step")
 
 if __name__ == "__main__":
     main()

@@ -11,9 +11,9 @@ kernels of one such run.
 import argparse
 import time
 
-import torch
 from torch.profiler import ProfilerActivity, profile
 
+import kernel_table
 import models
 
 
@@ -25,9 +25,7 @@ def main():
     ap.add_argument("--top", type=int, default=16)
     ap.add_argument("--chunk", type=int, default=0, help="Session prefill_chunk (0: the library default)")
     a = ap.parse_args()
-    model, cfg, w = models.build(a.model, "cuda")
-    del w
-    torch.cuda.empty_cache()
+    model, cfg = models.build_model(a.model, "cuda")
     prompts = models.random_prompts(a.batch, a.length, cfg["vocab_size"], seed=1)
     s = model.session(max_batch=a.batch, prefill_chunk=a.chunk)
 
@@ -42,17 +40,12 @@ def main():
     wall = time.perf_counter() - t0
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         run()
-    per = {}
-    for e in prof.key_averages():
-        if e.device_type is not None and e.self_device_time_total > 0:
-            t, c = per.get(e.key, (0.0, 0))
-            per[e.key] = (t + e.self_device_time_total, c + e.count)
-    total_us = sum(t for t, _ in per.values())
+    per = kernel_table.add({}, prof)
+    total_us, count = kernel_table.totals(per)
     tokens = a.batch * a.length
     print(f"\n{a.model} B={a.batch} L={a.length} chunk={a.chunk or 'default'}: {wall * 1e3:.2f} ms wall ({tokens / (wall * 1e3):.1f} tok/ms), "
-          f"kernel time {total_us / 1e3:.2f} ms, {sum(c for _, c in per.values())} kernels")
-    for key, (t, c) in sorted(per.items(), key=lambda kv: -kv[1][0])[:a.top]:
-        print(f"  {t / 1e3:8.2f} ms  {c:5d}x  {key[:110]}")
+          f"kernel time {total_us / 1e3:.2f} ms, {count:.0f} kernels")
+    kernel_table.print_top(per, a.top, time_div=1e3, count_div=1, unit="ms")
 
 
 if __name__ == "__main__":
