@@ -2,9 +2,9 @@
 
 Configurations: based-1b B2 L4096, based-360m B2 L16384, and B16 L1024 for
 both (quick: the first two and 1b B16 L1024).
-based_core: Session.prefill(slot, tokens, logits="last") for each sequence
-(the library prefills one sequence at a time, in chunks of the default
-prefill_chunk: 4096 tokens on CUDA);
+based_core: one Session.prefill_batch(slots, prompts, logits="last") (the
+prompts are packed into forward passes of the default prefill_chunk, 8192 rows
+on CUDA; each mixer still runs per sequence);
 tokens/ms = B*L / total time (the call synchronizes before returning).
 Peer: the Llama-style Transformer of the same size (llama_peer.py) running the
 whole batch in one causal forward pass (SDPA), last-token logits only.
@@ -34,7 +34,8 @@ def run(args):
     reps = (1 if ctx.dry else 3) if ctx.quick else 5
     sec = ctx.section("M6", "Model prefill throughput (logits of the last token)", "prefill tokens/ms", "tok/ms",
                       "higher", [
-        "based_core: Session.prefill per sequence (default prefill_chunk: 4096 on CUDA), wall time incl. the final sync.",
+        "based_core: one Session.prefill_batch over the B prompts (packed into passes of the default prefill_chunk: "
+        "8192 rows on CUDA), wall time incl. the final sync.",
         "peer: one batched causal forward of the same-size Llama (SDPA), CUDA events.",
         "limit: 790 TFLOP/s / (2 * parameters) per token (PERFORMANCE.md 1d; excludes attention/LA FLOPs).",
         f"median of {reps} runs after one warm-up run.",
@@ -74,7 +75,7 @@ def run(args):
         del llama
         common.free_memory(ctx.cuda)
 
-        label = "based_core Session.prefill"
+        label = "based_core Session.prefill_batch"
         model = None
         try:
             if common.based_core is None or (ctx.cuda and not common.based_core.cuda_available()):
@@ -99,8 +100,7 @@ def run(args):
 
                 def once():
                     t = time.perf_counter()
-                    for b in range(B):
-                        s.prefill(b, prompts[b], logits="last")
+                    s.prefill_batch(list(range(B)), prompts, logits="last")
                     dt = time.perf_counter() - t
                     s.reset()
                     return dt * 1e3

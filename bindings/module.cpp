@@ -213,6 +213,19 @@ NB_MODULE(_core, m) {
           },
           "slot"_a, "tokens"_a, "logits"_a = "last")
       .def(
+          "prefill_batch",
+          [](Session& s, const std::vector<int32_t>& slots, const std::vector<std::vector<int32_t>>& prompts,
+             const std::string& logits) {
+            LogitsMode mode = parse_logits_mode(logits);
+            Tensor t;
+            {
+              nb::gil_scoped_release release;
+              t = s.prefill_batch(slots, prompts, mode);
+            }
+            return t.defined() ? py::to_python(t) : nb::none();
+          },
+          "slots"_a, "prompts"_a, "logits"_a = "last")
+      .def(
           "logits",
           [](Session& s, const AnyArray& tokens) {
             auto rows = py::int_rows(tokens, "tokens");

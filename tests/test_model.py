@@ -68,6 +68,78 @@ def test_prefill_equals_stepwise_decode(tiny_model_dir, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype,hd,chunk", [("float32", 64, 7), ("float32", 112, 0), ("bfloat16", 64, 64),
+                                            ("bfloat16", 112, 100)])
+def test_prefill_batch_equals_prefill_per_slot(tmp_path, device, dtype, hd, chunk):
+    """prefill_batch packs ragged prompts into shared passes of prefill_chunk rows (7: prompts
+    span several passes; 64/100: several prompts per pass; 0: the device default, all in one)
+    and must give what one prefill() per slot gives: logits (last and all), positions, and the
+    state (the next decode step). Slots 1, 2, 3 hold equal-length prompts, so the linear-
+    attention layers run them as one batched call; slots 1 and 5 already hold tokens."""
+    d = make(tmp_path, "m", n_head=2, head_dim=hd, n_layer=6, window_size=128, dtype=dtype, seed=hd + chunk)
+    model = based_core.load(d, device=device, dtype=dtype)
+    rng = np.random.default_rng(chunk)
+    slots = [6, 1, 2, 3, 0, 5, 4]
+    lens = [5, 40, 40, 40, 1, 131, 17]
+    prompts = [list(map(int, rng.integers(0, 1000, size=n))) for n in lens]
+    earlier = {1: list(map(int, rng.integers(0, 1000, size=9))), 5: list(map(int, rng.integers(0, 1000, size=70)))}
+    tol = TOL[dtype] / 2
+
+    def session():
+        s = model.session(max_batch=7, prefill_chunk=chunk)
+        for slot, toks in earlier.items():
+            s.prefill(slot, toks, logits="none")
+        return s
+
+    packed, alone = session(), session()
+    last = based_core.to_numpy(packed.prefill_batch(slots, prompts))
+    want = np.concatenate([based_core.to_numpy(alone.prefill(sl, p)) for sl, p in zip(slots, prompts)])
+    assert last.shape == (7, model.config.vocab_padded)
+    assert rel_err(last, want) < tol
+    for sl, p in zip(slots, prompts):
+        assert packed.position(sl) == alone.position(sl) == len(p) + len(earlier.get(sl, []))
+    nxt = [int(t) for t in rng.integers(0, 1000, size=7)]
+    assert rel_err(based_core.to_numpy(packed.decode(slots, nxt)), based_core.to_numpy(alone.decode(slots, nxt))) < tol
+
+    packed, alone = session(), session()
+    every = based_core.to_numpy(packed.prefill_batch(slots, prompts, logits="all"))
+    want = np.concatenate([based_core.to_numpy(alone.prefill(sl, p, logits="all")) for sl, p in zip(slots, prompts)])
+    assert every.shape == (sum(lens), model.config.vocab_padded)
+    assert rel_err(every, want) < tol
+    assert packed.prefill_batch([2, 4], [[3, 4], [5]], logits="none") is None
+    assert packed.position(2) == 42 and packed.position(4) == 18
+
+    if dtype == "float32":  # and both against the fp64 reference
+        ref = reference.load_reference(d, torch.float64)
+        for i in (0, 4, 5):
+            full = earlier.get(slots[i], []) + prompts[i]
+            assert rel_err(last[i], ref.forward(torch.tensor([full])).numpy()[0, -1]) < TOL[dtype]
+
+
+def test_prefill_batch_checks_arguments_before_changing_state(tiny_model_dir):
+    model = based_core.load(tiny_model_dir, device="cpu", dtype="float32")
+    s = model.session(max_batch=3, max_context=50)
+    s.prefill(0, [1, 2, 3], logits="none")
+    bad = [
+        (([0, 0], [[1], [2]]), ValueError, "slot 0 appears twice"),
+        (([0, 1], [[1]]), ValueError, "2 slots but 1 prompts"),
+        (([0, 1], [[1], []]), ValueError, "prompt 1 is empty"),
+        (([0, 3], [[1], [2]]), IndexError, "slot 3 out of range"),
+        (([1, 0], [[1], [2, 1000]]), IndexError, "token id 1000 at index 1"),
+        (([1, 0], [[1], [2] * 48]), ValueError, "past max_context=50"),
+        (([], []), ValueError, "no prompts"),
+    ]
+    for (slots, prompts), err, msg in bad:
+        with pytest.raises(err, match=msg):
+            s.prefill_batch(slots, prompts)
+    with pytest.raises(TypeError, match="use prefill"):
+        s.prefill_batch(0, [[1]])
+    with pytest.raises(ValueError, match="logits"):
+        s.prefill_batch([1], [[1]], logits="first")
+    assert [s.position(i) for i in range(3)] == [3, 0, 0]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_ragged_batch_equals_each_prompt_alone(tiny_model_dir, device):
     model = based_core.load(tiny_model_dir, device=device, dtype="float32")
     rng = np.random.default_rng(2)

@@ -1,6 +1,7 @@
 // generate.cpp: the generation loop over a Session (prefill each prompt in
-// its own slot -- many short prompts together, as decode steps -- then
-// batched decode steps until every sequence stops).
+// its own slot -- packed into shared prefill passes, or many short prompts
+// together as decode steps -- then batched decode steps until every sequence
+// stops).
 #include <algorithm>
 #include <string>
 
@@ -74,10 +75,12 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
     if (go && !stop && int64_t(out[std::size_t(seq)].size()) < options.max_new_tokens) active.push_back(seq);
   };
 
-  // Prefill: each prompt alone in its slot, so ragged prompts need no padding -- except many
-  // short prompts, which run together as decode steps, position by position: one pass over the
-  // weights per position for all of them instead of one per prompt (128 one-token prompts: one
-  // step instead of 128 prefills). Only where that is at least kLockstepGain times fewer passes.
+  // Prefill: each prompt in its own slot, so ragged prompts need no padding. The prompts are
+  // packed into shared prefill passes (the mixers still run per sequence) -- except many short
+  // prompts, which run together as decode steps, position by position: the decode mixers take
+  // all slots in one launch, where a packed pass launches the conv and sliding-window kernels
+  // once per prompt (128 one-token prompts: one step). Only where that is at least
+  // kLockstepGain times fewer passes over the weights than one prefill pass per prompt.
   constexpr int64_t kLockstepMaxLen = 8, kLockstepGain = 4;
   std::vector<int32_t> lock;
   int64_t lock_len = 0;
@@ -90,15 +93,23 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
   std::vector<char> in_lock(static_cast<std::size_t>(P), 0);
   for (int32_t i : lock) in_lock[std::size_t(i)] = 1;
 
+  // The other prompts: packed into prefill passes together (prefill_into), one logits row each.
+  std::vector<int32_t> seqs;
+  std::vector<const int32_t*> toks;
+  std::vector<int64_t> lens;
   for (int64_t i = 0; i < P; ++i) {
     if (in_lock[std::size_t(i)]) continue;
     reset(int(i));
-    const auto& pr = prompts[std::size_t(i)];
-    prefill_into(int(i), pr.data(), int64_t(pr.size()), LogitsMode::Last, logits, Vp);
-    const int32_t seq = int32_t(i);
-    if (!greedy) be_->copy(slot_ids_, &seq, 4, CopyKind::HostToDevice);
-    pick(1, &seq, false);
-    accept(int(i), picked[0]);
+    seqs.push_back(int32_t(i));
+    toks.push_back(prompts[std::size_t(i)].data());
+    lens.push_back(int64_t(prompts[std::size_t(i)].size()));
+  }
+  if (!seqs.empty()) {
+    const int64_t n = int64_t(seqs.size());
+    prefill_into(seqs.data(), toks.data(), lens.data(), n, LogitsMode::Last, logits, Vp);
+    if (!greedy) be_->copy(slot_ids_, seqs.data(), std::size_t(n) * 4, CopyKind::HostToDevice);
+    pick(n, seqs.data(), false);
+    for (int64_t r = 0; r < n; ++r) accept(seqs[std::size_t(r)], picked[std::size_t(r)]);
   }
 
   std::vector<int32_t> slots, tokens, pos;

@@ -65,9 +65,11 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& optio
   if (options_.prefill_chunk < 0 || options_.prefill_chunk > (1 << 20))
     throw InvalidArgument("prefill_chunk: expected 0 (auto) or 1..1048576, got " +
                           std::to_string(options_.prefill_chunk));
-  // CUDA: 4096-row chunks halve the kernel count of long prefills against 2048 and let
-  // cuBLASLt pick larger tiles (based-1b B2 L4096: +1.8% tokens/ms, bench/profile_prefill.py).
-  if (options_.prefill_chunk == 0) options_.prefill_chunk = model_->device().is_cuda() ? 4096 : 512;
+  // CUDA: long passes cut the kernel count of long prefills and let cuBLASLt pick larger
+  // tiles (based-1b B2 L4096, one prompt per pass: 2048 -> 4096 rows gave +1.8% tokens/ms,
+  // bench/profile_prefill.py); 8192 rows let prefill_batch run two 4096-token prompts (M6)
+  // in one pass over the weights, for ~256 MiB of based-1b workspace.
+  if (options_.prefill_chunk == 0) options_.prefill_chunk = model_->device().is_cuda() ? 8192 : 512;
   if (options_.max_context < 0) throw InvalidArgument("max_context: expected >= 0 (0 = no limit)");
   be_ = backend_for(model_->device());
   const ModelConfig& c = model_->config();
@@ -180,7 +182,7 @@ void Session::decode_step(int64_t n, StepOut what) {
   float* out = lazy_buffer(what == StepOut::Logits ? logits_buf_ : gen_logits_, slots * std::size_t(c.vocab_padded));
   const int64_t V = c.vocab_size, Vp = c.vocab_padded;
   auto body = [this, n, out, what, V, Vp]() {
-    forward(n, true, 0, 0);
+    forward(n, nullptr);
     logits_device_rows(n, iota_, out, Vp);
     if (what == StepOut::GenArgmax) argmax_rows(out, n, V, Vp);
   };
@@ -234,13 +236,16 @@ void Session::reset_all() {
   std::fill(positions_.begin(), positions_.end(), 0);
 }
 
-void Session::forward(int64_t T, bool decode, int slot, int64_t start) {
+void Session::forward(int64_t T, const std::vector<Segment>* segs) {
   const Model& m = *model_;
   const ModelConfig& c = m.config();
   const DType act = m.activation_dtype();
   const DType wt = m.weight_dtype();
   const int64_t d = c.d_model;
   const std::size_t as = dtype_size(act);
+  const bool decode = segs == nullptr;
+  // Row `row` of a workspace matrix with `ld` elements per row.
+  auto at = [as](void* base, int64_t ld, int64_t row) { return static_cast<uint8_t*>(base) + std::size_t(row * ld) * as; };
 
   ops::EmbeddingParams ep;
   ep.ids = ids_;
@@ -287,7 +292,6 @@ void Session::forward(int64_t T, bool decode, int slot, int64_t start) {
     LayerState& st = states_[std::size_t(li)];
     norm(L.norm1);
     gemm(xnorm_, d, L.mix_in, L.mix_in_bias, big_, big_cols_, act, false, L.mix_in_rows, d);
-    const std::size_t slot_off = std::size_t(slot);
     switch (L.kind) {
       case LayerKind::Conv: {
         const int64_t C = c.conv_channels;
@@ -296,18 +300,22 @@ void Session::forward(int64_t T, bool decode, int slot, int64_t start) {
           p.u = big_; p.ld_u = big_cols_; p.weight = L.conv; p.y = mid_; p.ld_y = mid_cols_;
           p.dtype = act; p.channels = C; p.n_tokens = T; p.slots = slot_ids_; p.tail = st.tail;
           be_->conv_decode(p);
-        } else {
+          break;
+        }
+        for (const Segment& g : *segs) {
           ops::ConvPrefillParams p;
-          p.u = big_; p.ld_u = big_cols_; p.weight = L.conv; p.y = mid_; p.ld_y = mid_cols_;
-          p.dtype = act; p.channels = C; p.n_tokens = T; p.tail = st.tail + slot_off * std::size_t(2 * C);
+          p.u = at(big_, big_cols_, g.row); p.ld_u = big_cols_; p.weight = L.conv;
+          p.y = at(mid_, mid_cols_, g.row); p.ld_y = mid_cols_;
+          p.dtype = act; p.channels = C; p.n_tokens = g.n; p.tail = st.tail + std::size_t(g.slot) * std::size_t(2 * C);
           be_->conv_prefill(p);
         }
         break;
       }
       case LayerKind::LinearAttention: {
         const int64_t qk = c.la_heads * c.la_feature_dim;
-        const uint8_t* base = static_cast<const uint8_t*>(big_);
+        const std::size_t s_floats = st.bytes_per_slot[0] / 4, z_floats = st.bytes_per_slot[1] / 4;
         if (decode) {
+          const uint8_t* base = static_cast<const uint8_t*>(big_);
           ops::LaDecodeParams p;
           p.shape = la_shape(c, options_.symmetric_state);
           p.q = base; p.k = base + std::size_t(qk) * as; p.v = base + std::size_t(2 * qk) * as;
@@ -315,15 +323,29 @@ void Session::forward(int64_t T, bool decode, int slot, int64_t start) {
           p.y = mid_; p.ld_y = mid_cols_; p.dtype = act; p.n_tokens = T; p.slots = slot_ids_;
           p.state_s = st.s; p.state_z = st.z;
           be_->la_decode(p);
-        } else {
+          break;
+        }
+        // Segments of equal length in consecutive slots run as one batched call (the op's
+        // n_seqs: one sequence per state slot, rows one sequence after another).
+        for (std::size_t i = 0; i < segs->size();) {
+          const Segment& g = (*segs)[i];
+          std::size_t j = i + 1;
+          while (j < segs->size() && j - i < 65535 && (*segs)[j].n == g.n && (*segs)[j].slot == (*segs)[j - 1].slot + 1 &&
+                 (*segs)[j].row == (*segs)[j - 1].row + g.n)
+            ++j;
+          const uint8_t* base = at(big_, big_cols_, g.row);
           ops::LaPrefillParams p;
           p.shape = la_shape(c, options_.symmetric_state);
           p.q = base; p.k = base + std::size_t(qk) * as; p.v = base + std::size_t(2 * qk) * as;
           p.ld_q = p.ld_k = p.ld_v = big_cols_;
-          p.y = mid_; p.ld_y = mid_cols_; p.dtype = act; p.n_tokens = T;
-          p.state_s = st.s + slot_off * (st.bytes_per_slot[0] / 4);
-          p.state_z = st.z + slot_off * (st.bytes_per_slot[1] / 4);
+          p.y = at(mid_, mid_cols_, g.row); p.ld_y = mid_cols_; p.dtype = act; p.n_tokens = g.n;
+          p.state_s = st.s + std::size_t(g.slot) * s_floats;
+          p.state_z = st.z + std::size_t(g.slot) * z_floats;
+          p.n_seqs = int64_t(j - i);
+          p.seq_stride_q = p.seq_stride_k = p.seq_stride_v = g.n * big_cols_;
+          p.seq_stride_y = g.n * mid_cols_;
           be_->la_prefill(p);
+          i = j;
         }
         break;
       }
@@ -335,13 +357,16 @@ void Session::forward(int64_t T, bool decode, int slot, int64_t start) {
           p.n_tokens = T; p.slots = slot_ids_; p.positions = pos_ids_;
           p.ring_k = st.ring_k; p.ring_v = st.ring_v;
           be_->swa_decode(p);
-        } else {
+          break;
+        }
+        for (const Segment& g : *segs) {
           ops::SwaPrefillParams p;
           p.shape = swa_shape(c);
-          p.qkv = big_; p.ld_qkv = big_cols_; p.out = mid_; p.ld_out = mid_cols_; p.dtype = act;
-          p.n_tokens = T; p.start_pos = start;
-          p.ring_k = static_cast<uint8_t*>(st.ring_k) + slot_off * st.bytes_per_slot[2];
-          p.ring_v = static_cast<uint8_t*>(st.ring_v) + slot_off * st.bytes_per_slot[3];
+          p.qkv = at(big_, big_cols_, g.row); p.ld_qkv = big_cols_;
+          p.out = at(mid_, mid_cols_, g.row); p.ld_out = mid_cols_; p.dtype = act;
+          p.n_tokens = g.n; p.start_pos = g.start;
+          p.ring_k = static_cast<uint8_t*>(st.ring_k) + std::size_t(g.slot) * st.bytes_per_slot[2];
+          p.ring_v = static_cast<uint8_t*>(st.ring_v) + std::size_t(g.slot) * st.bytes_per_slot[3];
           be_->swa_prefill(p);
         }
         break;
@@ -391,22 +416,44 @@ void Session::logits_device_rows(int64_t n_rows, const int32_t* rows_dev, float*
   be_->gemm(g);
 }
 
-void Session::prefill_into(int slot, const int32_t* tokens, int64_t n, LogitsMode mode, float* out, int64_t V) {
-  std::vector<int32_t> rows;
-  for (int64_t done = 0; done < n;) {
-    const int64_t T = std::min<int64_t>(options_.prefill_chunk, n - done);
-    be_->copy(ids_, tokens + done, std::size_t(T) * 4, CopyKind::HostToDevice);
-    forward(T, false, slot, positions_[std::size_t(slot)]);
-    positions_[std::size_t(slot)] += T;
-    if (mode == LogitsMode::All) {
-      rows.resize(std::size_t(T));
-      for (int64_t i = 0; i < T; ++i) rows[std::size_t(i)] = int32_t(i);
-      logits_rows(T, rows.data(), out + done * V, V);
-    } else if (mode == LogitsMode::Last && done + T == n) {
-      int32_t last = int32_t(T - 1);
-      logits_rows(1, &last, out, V);
+void Session::prefill_into(const int32_t* slots, const int32_t* const* tokens, const int64_t* lens,
+                           int64_t n_prompts, LogitsMode mode, float* out, int64_t V) {
+  const int64_t chunk = options_.prefill_chunk;
+  std::vector<Segment> segs;
+  std::vector<int32_t> ids, last_rows;
+  int64_t done_rows = 0;  // rows of all prompts passed so far (the row of `out` for All)
+  int64_t b = 0, off = 0;  // the next token: prompt b, index off
+  while (b < n_prompts) {
+    // Pack the next pass: the rest of prompt b, then the following prompts, up to `chunk` rows.
+    segs.clear();
+    ids.clear();
+    last_rows.clear();
+    const int64_t first_ending = b;  // the prompts ending in this pass: first_ending .. b - 1 after packing
+    int64_t T = 0;
+    while (b < n_prompts && T < chunk) {
+      const int slot = slots[b];
+      const int64_t n = std::min(chunk - T, lens[b] - off);
+      segs.push_back(Segment{slot, positions_[std::size_t(slot)], T, n});
+      ids.insert(ids.end(), tokens[b] + off, tokens[b] + off + n);
+      positions_[std::size_t(slot)] += n;
+      T += n;
+      off += n;
+      if (off == lens[b]) {
+        last_rows.push_back(int32_t(T - 1));
+        ++b;
+        off = 0;
+      }
     }
-    done += T;
+    be_->copy(ids_, ids.data(), std::size_t(T) * 4, CopyKind::HostToDevice);
+    forward(T, &segs);
+    const int64_t n_ending = int64_t(last_rows.size());
+    if (mode == LogitsMode::All) {
+      logits_device_rows(T, iota_, out + done_rows * V, V);
+    } else if (mode == LogitsMode::Last && n_ending > 0) {
+      // A pass that ends no prompt (the head of a long one) needs no logits.
+      logits_rows(n_ending, last_rows.data(), out + first_ending * V, V);
+    }
+    done_rows += T;
   }
 }
 
@@ -420,8 +467,43 @@ Tensor Session::prefill(int slot, const int32_t* tokens, int64_t n, LogitsMode m
   Tensor out;
   if (mode == LogitsMode::All) out = Tensor::empty(be_, DType::F32, {n, V});
   if (mode == LogitsMode::Last) out = Tensor::empty(be_, DType::F32, {1, V});
-  prefill_into(slot, tokens, n, mode, static_cast<float*>(out.data()), V);
+  const int32_t s = slot;
+  prefill_into(&s, &tokens, &n, 1, mode, static_cast<float*>(out.data()), V);
   be_->synchronize();  // results are complete when returned, usable on any stream
+  return out;
+}
+
+Tensor Session::prefill_batch(const std::vector<int32_t>& slots, const std::vector<std::vector<int32_t>>& prompts,
+                              LogitsMode mode) {
+  if (prompts.empty()) throw InvalidArgument("prefill_batch: no prompts");
+  if (slots.size() != prompts.size())
+    throw InvalidArgument("prefill_batch: " + std::to_string(slots.size()) + " slots but " +
+                          std::to_string(prompts.size()) + " prompts");
+  std::set<int> seen;
+  const int64_t P = int64_t(prompts.size());
+  std::vector<const int32_t*> toks(static_cast<std::size_t>(P));
+  std::vector<int64_t> lens(static_cast<std::size_t>(P));
+  int64_t rows = 0;
+  for (int64_t i = 0; i < P; ++i) {
+    const int slot = slots[std::size_t(i)];
+    const auto& pr = prompts[std::size_t(i)];
+    check_slot(slot, "prefill_batch");
+    if (!seen.insert(slot).second)
+      throw InvalidArgument("prefill_batch: slot " + std::to_string(slot) + " appears twice");
+    if (pr.empty())
+      throw InvalidArgument("prefill_batch: prompt " + std::to_string(i) + " is empty (a prompt needs at least one token)");
+    check_tokens(pr.data(), int64_t(pr.size()));
+    check_growth(slot, int64_t(pr.size()));
+    toks[std::size_t(i)] = pr.data();
+    lens[std::size_t(i)] = int64_t(pr.size());
+    rows += lens[std::size_t(i)];
+  }
+  const int64_t V = model_->config().vocab_padded;
+  Tensor out;
+  if (mode == LogitsMode::All) out = Tensor::empty(be_, DType::F32, {rows, V});
+  if (mode == LogitsMode::Last) out = Tensor::empty(be_, DType::F32, {P, V});
+  prefill_into(slots.data(), toks.data(), lens.data(), P, mode, static_cast<float*>(out.data()), V);
+  be_->synchronize();
   return out;
 }
 
@@ -437,10 +519,12 @@ Tensor Session::logits(const std::vector<std::vector<int32_t>>& batch) {
   }
   const int64_t V = model_->config().vocab_padded;
   Tensor out = Tensor::empty(be_, DType::F32, {int64_t(batch.size()), L, V});
+  const int32_t slot0 = 0;
   for (std::size_t b = 0; b < batch.size(); ++b) {
     reset(0);
     check_growth(0, L);
-    prefill_into(0, batch[b].data(), L, LogitsMode::All, static_cast<float*>(out.data()) + int64_t(b) * L * V, V);
+    const int32_t* t = batch[b].data();
+    prefill_into(&slot0, &t, &L, 1, LogitsMode::All, static_cast<float*>(out.data()) + int64_t(b) * L * V, V);
   }
   be_->synchronize();
   return out;

@@ -240,6 +240,21 @@ class Session:
         ('last'), [n, V] ('all') or None ('none')."""
         return self._s.prefill(_slot_id("slot", slot), _token_rows(tokens), logits)
 
+    def prefill_batch(self, slots: Sequence[int], prompts, logits: str = "last"):
+        """prefill() of several prompts at once: prompts[i] is appended to slots[i]
+        (distinct slots). The prompts share forward passes of up to prefill_chunk
+        rows (one pass over the weights for all of them) with the result of one
+        prefill() per slot. Returns fp32 logits [len(prompts), V] ('last', row i
+        for prompts[i]), [sum of lengths, V] ('all', the prompts' rows in order)
+        or None ('none')."""
+        if isinstance(slots, (int, np.integer)):
+            raise TypeError("slots: expected a list of slot ids (use prefill() for one slot)")
+        slots = [_slot_id(f"slots[{i}]", s) for i, s in enumerate(slots)]
+        prompts = _prompt_lists(prompts)
+        if len(slots) != len(prompts):
+            raise ValueError(f"prefill_batch: {len(slots)} slots but {len(prompts)} prompts")
+        return self._s.prefill_batch(slots, prompts, logits)
+
     def decode(self, slots: Sequence[int], tokens: Sequence[int]):
         """Appends one token to each slot; returns fp32 logits [len(slots), V]."""
         return self._s.decode([_slot_id(f"slots[{i}]", s) for i, s in enumerate(slots)],

@@ -184,3 +184,29 @@ TEST_CASE("slots: bad slot ids are OutOfRange") {
   CHECK_THROWS_AS(s.load_slot(2, s.save_slot(0)), OutOfRange);
   CHECK_THROWS_AS(s.position(2), OutOfRange);
 }
+
+TEST_CASE("slots: prefill_batch gives what prefill per slot gives, across pass boundaries") {
+  auto model = tiny::make_model({}, 26);
+  for (int64_t chunk : {5, 64}) {  // prompts spanning passes; several prompts per pass
+    CAPTURE(chunk);
+    SessionOptions o = slots(4);
+    o.prefill_chunk = chunk;
+    Session packed(model, o), alone(model, o);
+    const std::vector<std::vector<int32_t>> prompts = {tiny::prompt(13, 10), tiny::prompt(1, 11),
+                                                       tiny::prompt(9, 12), tiny::prompt(9, 13)};
+    const std::vector<int32_t> order = {3, 0, 1, 2};  // slots 1, 2: equal lengths, one batched LA call
+    prefill(packed, 1, tiny::prompt(7, 14));  // a slot that already holds a sequence
+    prefill(alone, 1, tiny::prompt(7, 14));
+    const std::vector<float> got = tiny::host(packed.prefill_batch(order, prompts, LogitsMode::Last));
+    std::vector<float> want;
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+      const std::vector<float> l = prefill(alone, order[i], prompts[i]);
+      want.insert(want.end(), l.begin(), l.end());
+    }
+    CHECK(same_bits(got, want));
+    for (int slot = 0; slot < 4; ++slot) {
+      CHECK(packed.position(slot) == alone.position(slot));
+      CHECK(packed.save_slot(slot) == alone.save_slot(slot));  // the states, byte for byte
+    }
+  }
+}

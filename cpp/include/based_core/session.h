@@ -46,10 +46,11 @@ struct SessionOptions {
   /// Sequences held at once, 1..2^20: the largest decode batch and generate()
   /// batch. Memory: max_slots * state_bytes_per_slot() plus the workspace.
   int max_slots = 1;
-  /// Tokens per forward pass while prefilling, 1..2^20, or 0 for the device's
-  /// default (4096 on CUDA, 512 on the CPU). Longer prompts are run in chunks
-  /// (the state carries over); the workspace grows linearly with
-  /// max(prefill_chunk, max_slots) rows (based-1b on CUDA: ~32 KB per row).
+  /// Rows (tokens) per forward pass while prefilling, 1..2^20, or 0 for the
+  /// device's default (8192 on CUDA, 512 on the CPU). Longer prompts are run in
+  /// chunks (the state carries over); prefill_batch packs several prompts into
+  /// one pass. The workspace grows linearly with max(prefill_chunk, max_slots)
+  /// rows (based-1b on CUDA: ~32 KB per row, ~256 MiB at 8192).
   int64_t prefill_chunk = 512;
   /// > 0: a call that would grow a sequence past this many tokens (prompt plus
   /// generated) throws InvalidArgument instead. 0: no limit (memory does not
@@ -123,6 +124,20 @@ class Session {
   /// InvalidArgument for n < 1, null tokens or passing max_context.
   Tensor prefill(int slot, const int32_t* tokens, int64_t n, LogitsMode mode = LogitsMode::Last);
 
+  /// prefill() of several sequences in one call: prompts[i] is appended to the
+  /// sequence in slots[i]. The prompts are packed into forward passes of up to
+  /// prefill_chunk rows (a prompt may span two passes), so the weight GEMMs,
+  /// norms and MLP run once over all of them; each mixer (conv, linear
+  /// attention, sliding window) still sees each sequence alone, so the result
+  /// is what a prefill() per slot gives. Logits: Last -> [P, vocab_padded],
+  /// row i for prompts[i]; All -> [sum of lengths, vocab_padded], the prompts'
+  /// rows one after another; None -> an empty tensor. Throws InvalidArgument
+  /// for no prompts, slots.size() != prompts.size(), an empty prompt, a slot
+  /// given twice or passing max_context; OutOfRange for a bad slot or token id
+  /// (all checked before any state changes).
+  Tensor prefill_batch(const std::vector<int32_t>& slots, const std::vector<std::vector<int32_t>>& prompts,
+                       LogitsMode mode = LogitsMode::Last);
+
   /// Full-sequence logits of equal-length sequences, each run alone from an
   /// empty state in slot 0: fp32 [B, L, vocab_padded] on the model's device.
   /// Uses slot 0 as scratch: whatever it held is lost (it ends holding the
@@ -173,11 +188,21 @@ class Session {
   void check_slot(int slot, const char* what) const;
   void check_tokens(const int32_t* tokens, int64_t n) const;
   void check_growth(int slot, int64_t n) const;
-  // One forward pass over T rows. Prefill: rows are consecutive tokens of
-  // `slot` from `start`. Decode: row i is slot slots[i] at its position.
-  void forward(int64_t T, bool decode, int slot, int64_t start);
-  // prefill writing its logits (n_cols columns per row) to `out` (device; rows as `mode` says).
-  void prefill_into(int slot, const int32_t* tokens, int64_t n, LogitsMode mode, float* out, int64_t n_cols);
+  // Rows [row, row + n) of a prefill pass: the tokens at positions start.. of the
+  // sequence in `slot`.
+  struct Segment {
+    int slot;
+    int64_t start, row, n;
+  };
+  // One forward pass over T rows (token ids already in ids_). Prefill: `segs`
+  // cover the rows in order. Decode (segs null): row i is slot slot_ids_[i] at
+  // position pos_ids_[i].
+  void forward(int64_t T, const std::vector<Segment>* segs);
+  // Prefills prompts (tokens[i], lens[i]) into slots[i] (checked by the caller),
+  // packing them into passes of up to prefill_chunk rows, and writes their logits
+  // (n_cols columns per row) to `out` (device; rows as prefill_batch says).
+  void prefill_into(const int32_t* slots, const int32_t* const* tokens, const int64_t* lens, int64_t n_prompts,
+                    LogitsMode mode, float* out, int64_t n_cols);
   void logits_rows(int64_t n_rows, const int32_t* rows_host, float* out, int64_t n_cols);
   void logits_device_rows(int64_t n_rows, const int32_t* rows_dev, float* out, int64_t n_cols);
   // One decode step over n rows whose ids/slots/positions are already on the
