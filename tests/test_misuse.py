@@ -74,6 +74,8 @@ def test_wrong_token_types_are_type_errors(model):
         (lambda: model.generate(None), "prompts"),
         (lambda: model.generate([1, 2]), "wrap a single prompt"),
         (lambda: model.generate([["a"]]), r"prompts\[0\]\[0\]"),
+        (lambda: model.generate([[1, True]]), r"prompts\[0\]\[1\]: expected an integer, got bool"),
+        (lambda: model.generate([np.array([3, 2**40])]), r"prompts\[0\]\[1\]: token id 1099511627776"),
         (lambda: model.generate([[1]], max_new_tokens=2.5), "max_new_tokens: expected an integer"),
         (lambda: s.prefill(0, np.array([1.0, 2.0])), "integer token ids.*float64"),
         (lambda: s.decode([0], [1.5]), r"tokens\[0\]: expected an integer"),

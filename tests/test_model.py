@@ -134,6 +134,12 @@ def test_prefill_batch_checks_arguments_before_changing_state(tiny_model_dir):
             s.prefill_batch(slots, prompts)
     with pytest.raises(TypeError, match="use prefill"):
         s.prefill_batch(0, [[1]])
+    with pytest.raises(TypeError, match=r"prompts\[1\]: expected integer token ids"):
+        s.prefill_batch([0, 1], [[1], [1.5]])
+    with pytest.raises(ValueError, match=r"prompts\[0\]: expected a 1-D array"):
+        s.prefill_batch([1], [np.ones((2, 2), np.int64)])
+    with pytest.raises(IndexError, match=r"prompts\[0\]: token id 1099511627776 does not fit"):
+        s.prefill_batch([1], [[2**40]])
     with pytest.raises(ValueError, match="logits"):
         s.prefill_batch([1], [[1]], logits="first")
     assert [s.position(i) for i in range(3)] == [3, 0, 0]
