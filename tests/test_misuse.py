@@ -35,6 +35,7 @@ def test_out_of_range_token_ids(model):
         (lambda: model.generate([[1, model.config.vocab_padded - 1]]), "out of range"),  # a padding row
         (lambda: model.generate([[-1]]), "token id -1"),
         (lambda: model.generate([[1, 2**40]]), r"prompts\[0\]\[1\]: token id 1099511627776"),
+        (lambda: model.generate([np.array([3, 2**40])]), r"prompts\[0\]\[1\]: token id 1099511627776"),
         (lambda: model.logits([[1, 2**40]]), "does not fit in int32"),
         (lambda: model.logits(np.array([[3, -7]])), "token id -7"),
         (lambda: model.generate([[1]], stop_tokens=[2**33]), r"stop_tokens\[0\]"),
@@ -75,7 +76,6 @@ def test_wrong_token_types_are_type_errors(model):
         (lambda: model.generate([1, 2]), "wrap a single prompt"),
         (lambda: model.generate([["a"]]), r"prompts\[0\]\[0\]"),
         (lambda: model.generate([[1, True]]), r"prompts\[0\]\[1\]: expected an integer, got bool"),
-        (lambda: model.generate([np.array([3, 2**40])]), r"prompts\[0\]\[1\]: token id 1099511627776"),
         (lambda: model.generate([[1]], max_new_tokens=2.5), "max_new_tokens: expected an integer"),
         (lambda: s.prefill(0, np.array([1.0, 2.0])), "integer token ids.*float64"),
         (lambda: s.decode([0], [1.5]), r"tokens\[0\]: expected an integer"),
