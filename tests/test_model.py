@@ -116,6 +116,26 @@ def test_prefill_batch_equals_prefill_per_slot(tmp_path, device, dtype, hd, chun
             assert rel_err(last[i], ref.forward(torch.tensor([full])).numpy()[0, -1]) < TOL[dtype]
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_session_logits_packs_groups_of_max_slots(tiny_model_dir, device):
+    """Session.logits runs up to max_slots sequences per call in slots 0.. (scratch): 7
+    sequences in a 3-slot session are groups of 3, 3, 1 (passes of 40 rows: a group spans
+    two), each row as if run alone; a slot past the batch keeps its sequence."""
+    model = based_core.load(tiny_model_dir, device=device, dtype="float32")
+    ids = np.random.default_rng(6).integers(0, 1000, size=(7, 23))
+    alone = np.stack([based_core.to_numpy(model.session().prefill(0, row, logits="all")) for row in ids])
+    got = based_core.to_numpy(model.session(max_batch=3, prefill_chunk=40)._s.logits(ids))
+    assert got.shape == (7, 23, model.config.vocab_padded)
+    assert rel_err(got, alone) < 1e-5
+    s = model.session(max_batch=4)
+    s.prefill(3, [5, 6, 7], logits="none")
+    assert rel_err(based_core.to_numpy(s._s.logits(ids[:3])), alone[:3]) < 1e-5
+    assert [s.position(i) for i in range(4)] == [23, 23, 23, 3]  # slots 0-2 scratch, slot 3 kept
+    assert rel_err(based_core.to_numpy(model.logits(ids)), alone) < 1e-5  # Model.logits: 7 slots
+    with pytest.raises(ValueError, match="max_context=10"):
+        model.session(max_batch=2, max_context=10)._s.logits(ids)
+
+
 def test_prefill_batch_checks_arguments_before_changing_state(tiny_model_dir):
     model = based_core.load(tiny_model_dir, device="cpu", dtype="float32")
     s = model.session(max_batch=3, max_context=50)

@@ -517,14 +517,26 @@ Tensor Session::logits(const std::vector<std::vector<int32_t>>& batch) {
                             " tokens but sequence 0 has " + std::to_string(L) + " (use generate() for ragged prompts)");
     check_tokens(batch[b].data(), L);
   }
-  const int64_t V = model_->config().vocab_padded;
-  Tensor out = Tensor::empty(be_, DType::F32, {int64_t(batch.size()), L, V});
-  const int32_t slot0 = 0;
-  for (std::size_t b = 0; b < batch.size(); ++b) {
-    reset(0);
-    check_growth(0, L);
-    const int32_t* t = batch[b].data();
-    prefill_into(&slot0, &t, &L, 1, LogitsMode::All, static_cast<float*>(out.data()) + int64_t(b) * L * V, V);
+  if (options_.max_context > 0 && L > options_.max_context)
+    throw InvalidArgument("logits: sequences of " + std::to_string(L) + " tokens pass max_context=" +
+                          std::to_string(options_.max_context));
+  const int64_t B = int64_t(batch.size()), V = model_->config().vocab_padded;
+  Tensor out = Tensor::empty(be_, DType::F32, {B, L, V});
+  // Groups of up to max_slots sequences in slots 0, 1, ... share prefill passes; their
+  // All-mode rows are consecutive rows of `out`.
+  const int64_t G = std::min<int64_t>(B, options_.max_slots);
+  std::vector<int32_t> slots(static_cast<std::size_t>(G));
+  std::vector<const int32_t*> toks(static_cast<std::size_t>(G));
+  std::vector<int64_t> lens(static_cast<std::size_t>(G), L);
+  for (int64_t b0 = 0; b0 < B; b0 += G) {
+    const int64_t n = std::min(G, B - b0);
+    for (int64_t i = 0; i < n; ++i) {
+      reset(int(i));
+      slots[std::size_t(i)] = int32_t(i);
+      toks[std::size_t(i)] = batch[std::size_t(b0 + i)].data();
+    }
+    prefill_into(slots.data(), toks.data(), lens.data(), n, LogitsMode::All,
+                 static_cast<float*>(out.data()) + b0 * L * V, V);
   }
   be_->synchronize();
   return out;

@@ -140,6 +140,9 @@ def _token_rows(tokens, name: str = "tokens") -> np.ndarray:
 
 
 _I32 = 2**31  # the native side holds token ids, slots and positions in int32
+# Model.logits packs up to this many sequences into each prefill pass (one state slot
+# each: ~15 MB per slot for based-1b).
+_LOGITS_SLOTS = 16
 
 
 def _int_arg(name: str, v) -> int:
@@ -369,13 +372,15 @@ class Model:
 
     def logits(self, tokens):
         """Logits of every position: tokens [B, L] -> fp32 tensor [B, L, vocab_padded];
-        tokens [L] -> [L, vocab_padded]. Each row is run alone from an empty state."""
+        tokens [L] -> [L, vocab_padded]. Each row is run from an empty state (up to
+        16 rows share each prefill pass, in a session of that many slots)."""
         arr = _token_rows(tokens)
         if arr.ndim not in (1, 2):
             raise ValueError(f"tokens: expected a [L] or [B, L] array, got {arr.ndim} dimensions")
         if arr.size == 0:
             raise ValueError("tokens: empty (a sequence needs at least one token)")
-        return self._with_session(1, lambda s: s._s.logits(arr))
+        rows = 1 if arr.ndim == 1 else arr.shape[0]
+        return self._with_session(min(rows, _LOGITS_SLOTS), lambda s: s._s.logits(arr))
 
     def generate(self, prompts, max_new_tokens: int = 16, temperature: float = 0.0, top_k: int = 0,
                  top_p: float = 1.0, seed: Optional[int] = None, stop_tokens: Iterable[int] = (), on_token=None):

@@ -138,11 +138,12 @@ class Session {
   Tensor prefill_batch(const std::vector<int32_t>& slots, const std::vector<std::vector<int32_t>>& prompts,
                        LogitsMode mode = LogitsMode::Last);
 
-  /// Full-sequence logits of equal-length sequences, each run alone from an
-  /// empty state in slot 0: fp32 [B, L, vocab_padded] on the model's device.
-  /// Uses slot 0 as scratch: whatever it held is lost (it ends holding the
-  /// last sequence). Throws InvalidArgument for an empty batch, empty or
-  /// unequal lengths, OutOfRange for bad token ids.
+  /// Full-sequence logits of equal-length sequences, each run from an empty
+  /// state: fp32 [B, L, vocab_padded] on the model's device. Up to max_slots
+  /// sequences at a time share prefill passes (as prefill_batch), in slots
+  /// 0 .. min(B, max_slots) - 1, which are used as scratch: whatever they held
+  /// is lost. Throws InvalidArgument for an empty batch, empty or unequal
+  /// lengths or sequences longer than max_context, OutOfRange for bad token ids.
   Tensor logits(const std::vector<std::vector<int32_t>>& batch);
 
   /// Appends one token to each of `n` distinct slots (host arrays of n
