@@ -145,7 +145,7 @@ def test_prefill_batch_checks_arguments_before_changing_state(tiny_model_dir):
         (([0, 1], [[1]]), ValueError, "2 slots but 1 prompts"),
         (([0, 1], [[1], []]), ValueError, "prompt 1 is empty"),
         (([0, 3], [[1], [2]]), IndexError, "slot 3 out of range"),
-        (([1, 0], [[1], [2, 1000]]), IndexError, "token id 1000 at index 1"),
+        (([1, 0], [[1], [2, 1000]]), IndexError, "prompt 1: token id 1000 at index 1"),
         (([1, 0], [[1], [2] * 48]), ValueError, "past max_context=50"),
         (([], []), ValueError, "no prompts"),
     ]

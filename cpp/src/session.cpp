@@ -492,7 +492,11 @@ Tensor Session::prefill_batch(const std::vector<int32_t>& slots, const std::vect
       throw InvalidArgument("prefill_batch: slot " + std::to_string(slot) + " appears twice");
     if (pr.empty())
       throw InvalidArgument("prefill_batch: prompt " + std::to_string(i) + " is empty (a prompt needs at least one token)");
-    check_tokens(pr.data(), int64_t(pr.size()));
+    try {
+      check_tokens(pr.data(), int64_t(pr.size()));
+    } catch (const OutOfRange& e) {
+      throw OutOfRange("prefill_batch: prompt " + std::to_string(i) + ": " + e.what());
+    }
     check_growth(slot, int64_t(pr.size()));
     toks[std::size_t(i)] = pr.data();
     lens[std::size_t(i)] = int64_t(pr.size());
