@@ -201,6 +201,29 @@ def test_many_short_prompts_run_in_lockstep_like_alone(tiny_model_dir, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fixed_length_generation_equals_step_by_step(tiny_model_dir, device, dtype):
+    """Greedy generate without stop tokens or callback queues every decode step at once, each
+    step's argmax feeding the next on the device; the step-by-step loop (taken when a callback
+    is given) must make the same tokens and leave the slots at the same positions and state
+    (the next decode step's logits are equal). Ragged prompts, and short ones in lockstep."""
+    model = based_core.load(tiny_model_dir, device=device, dtype=dtype)
+    rng = np.random.default_rng(11)
+    for lens in [(1, 5, 17, 40, 2), [1] * 9 + [2, 3, 1], (6,)]:
+        prompts = [list(map(int, rng.integers(0, 1000, size=n))) for n in lens]
+        sessions = [model.session(max_batch=len(prompts)) for _ in range(2)]
+        queued = sessions[0].generate(prompts, max_new_tokens=9)
+        stepped = sessions[1].generate(prompts, max_new_tokens=9, on_token=lambda i, t: True)
+        assert queued == stepped and all(len(t) == 9 for t in queued)
+        for s in sessions:
+            assert [s.position(i) for i in range(len(prompts))] == [len(p) + 8 for p in prompts]
+        slots, last = list(range(len(prompts))), [t[-1] for t in queued]
+        a, b = (based_core.to_numpy(s.decode(slots, last)) for s in sessions)
+        np.testing.assert_array_equal(a, b)
+        assert sessions[0].generate(prompts, max_new_tokens=1) == [t[:1] for t in queued]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_sampling_is_seeded_and_batch_independent(tiny_model_dir, device):
     model = based_core.load(tiny_model_dir, device=device, dtype="float32")
     prompts = [[1, 2, 3], [4, 5]]

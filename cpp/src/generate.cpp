@@ -42,11 +42,11 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
 
   // Picks the tokens of n rows of `logits` on the device: argmax (already done
   // inside the decode graph when `argmax_done`), or a draw seeded by (seed,
-  // sequence, step) -- the same draw the host Sampler makes. slot_ids_ must hold
-  // the rows' sequence indices (sequence i lives in slot i).
-  auto pick = [&](int64_t n, const int32_t* seqs_host, bool argmax_done) {
+  // sequence, step) -- the same draw the host Sampler makes. seqs_dev holds the
+  // rows' sequence indices on the device (sequence i lives in slot i).
+  auto pick = [&](int64_t n, const int32_t* seqs_host, const int32_t* seqs_dev, bool argmax_done) {
     if (greedy) {
-      if (!argmax_done) argmax_rows(logits, n, V, Vp);
+      if (!argmax_done) argmax_rows(logits, n, V, Vp, argmax_out_);
     } else {
       for (int64_t i = 0; i < n; ++i) steps[std::size_t(i)] = int32_t(out[std::size_t(seqs_host[i])].size());
       be_->copy(steps_, steps.data(), std::size_t(n) * 4, CopyKind::HostToDevice);
@@ -59,7 +59,7 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
       sp.top_k = options.sampling.top_k;
       sp.top_p = options.sampling.top_p;
       sp.seed = options.sampling.seed;
-      sp.seqs = slot_ids_;
+      sp.seqs = seqs_dev;
       sp.steps = steps_;
       sp.out = argmax_out_;
       be_->sample(sp);
@@ -108,22 +108,18 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
     const int64_t n = int64_t(seqs.size());
     prefill_into(seqs.data(), toks.data(), lens.data(), n, LogitsMode::Last, logits, Vp);
     if (!greedy) be_->copy(slot_ids_, seqs.data(), std::size_t(n) * 4, CopyKind::HostToDevice);
-    pick(n, seqs.data(), false);
+    pick(n, seqs.data(), slot_ids_, false);
     for (int64_t r = 0; r < n; ++r) accept(seqs[std::size_t(r)], picked[std::size_t(r)]);
   }
 
-  std::vector<int32_t> slots, tokens, pos;
+  std::vector<int32_t> slots, tokens;
   // A batched step over (slots, tokens) at the slots' positions; picks the rows' next tokens.
   auto step = [&]() {
     const int64_t n = int64_t(slots.size());
-    pos.resize(std::size_t(n));
-    for (int64_t i = 0; i < n; ++i) pos[std::size_t(i)] = int32_t(positions_[std::size_t(slots[std::size_t(i)])]);
-    be_->copy(ids_, tokens.data(), std::size_t(n) * 4, CopyKind::HostToDevice);
-    be_->copy(slot_ids_, slots.data(), std::size_t(n) * 4, CopyKind::HostToDevice);
-    be_->copy(pos_ids_, pos.data(), std::size_t(n) * 4, CopyKind::HostToDevice);
+    upload_step(tokens.data(), slots.data(), n);
     decode_step(n, greedy ? StepOut::GenArgmax : StepOut::GenLogits);
     for (int32_t s : slots) positions_[std::size_t(s)] += 1;
-    pick(n, slots.data(), true);
+    pick(n, slots.data(), step_in_ + n, true);  // the step's slots: its rows' sequences
   };
 
   for (int32_t i : lock) reset(int(i));
@@ -138,6 +134,55 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
     step();
     for (std::size_t r = 0; r < slots.size(); ++r)  // a prompt that ended here has its first token
       if (int64_t(prompts[std::size_t(slots[r])].size()) == j + 1) accept(slots[r], picked[r]);
+  }
+
+  // Greedy decoding with nothing that can stop a sequence early (no stop tokens, no
+  // callback): every running sequence runs to max_new_tokens, so each step's argmax
+  // is written straight over its own token ids, where the next step reads them
+  // (StepOut::GenFeed), and the host queues all steps without waiting for any; the
+  // tokens are kept on the device and read back once at the end.
+  if (greedy && !options.on_token && options.stop_tokens.empty() && !active.empty()) {
+    const int64_t n = int64_t(active.size());
+    const int64_t K = options.max_new_tokens - int64_t(out[std::size_t(active[0])].size());  // steps left
+    bool uniform = true;  // every sequence has its first token only (always, without stops)
+    for (int32_t s : active) uniform = uniform && int64_t(out[std::size_t(s)].size()) == options.max_new_tokens - K;
+    // [K][n] tokens made, then [K][n] positions; without the memory, the loop below does it
+    int32_t* hist = nullptr;
+    if (uniform) {
+      try {
+        hist = static_cast<int32_t*>(be_->allocate(std::size_t(2 * K * n) * 4));
+      } catch (const OutOfMemory&) {
+        hist = nullptr;
+      }
+    }
+    if (hist) {
+      slots = active;
+      active.clear();
+      tokens.resize(std::size_t(n));
+      std::vector<int32_t> pos(std::size_t(K * n)), made(std::size_t(K * n));
+      for (int64_t i = 0; i < n; ++i) {
+        tokens[std::size_t(i)] = out[std::size_t(slots[std::size_t(i)])].back();
+        for (int64_t k = 0; k < K; ++k)
+          pos[std::size_t(k * n + i)] = int32_t(positions_[std::size_t(slots[std::size_t(i)])] + k);
+      }
+      try {
+        be_->copy(hist + K * n, pos.data(), pos.size() * 4, CopyKind::HostToDevice);
+        upload_step(tokens.data(), slots.data(), n);
+        for (int64_t k = 0; k < K; ++k) {
+          if (k > 0) be_->copy(step_in_ + 2 * n, hist + (K + k) * n, std::size_t(n) * 4, CopyKind::DeviceToDevice);
+          decode_step(n, StepOut::GenFeed);
+          be_->copy(hist + k * n, step_in_, std::size_t(n) * 4, CopyKind::DeviceToDevice);
+        }
+        be_->copy(made.data(), hist, made.size() * 4, CopyKind::DeviceToHost);
+      } catch (...) {
+        be_->deallocate(hist);
+        throw;
+      }
+      be_->deallocate(hist);
+      for (int32_t s : slots) positions_[std::size_t(s)] += K;
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t i = 0; i < n; ++i) out[std::size_t(slots[std::size_t(i)])].push_back(made[std::size_t(k * n + i)]);
+    }
   }
 
   // Decode: one batched step over the sequences still running.

@@ -133,7 +133,7 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& optio
   mid_ = alloc(R * std::size_t(mid_cols_) * as);
   ids_ = static_cast<int32_t*>(alloc(R * 4));
   slot_ids_ = static_cast<int32_t*>(alloc(R * 4));
-  pos_ids_ = static_cast<int32_t*>(alloc(R * 4));
+  step_in_ = static_cast<int32_t*>(alloc(S * 3 * 4));
   rows_ = static_cast<int32_t*>(alloc(R * 4));
   argmax_out_ = static_cast<int32_t*>(alloc(R * 4));
   iota_ = static_cast<int32_t*>(alloc(R * 4));
@@ -163,14 +163,24 @@ float* Session::lazy_buffer(float*& p, std::size_t floats) {
   return p;
 }
 
-void Session::argmax_rows(const float* logits, int64_t n, int64_t cols, int64_t ld) {
+void Session::argmax_rows(const float* logits, int64_t n, int64_t cols, int64_t ld, int32_t* dst) {
   ops::ArgmaxParams a;
   a.logits = logits;
   a.rows = n;
   a.vocab = cols;
   a.ld = ld;
-  a.out = argmax_out_;
+  a.out = dst;
   be_->argmax(a);
+}
+
+void Session::upload_step(const int32_t* tokens, const int32_t* slots, int64_t n) {
+  std::vector<int32_t> in(std::size_t(3 * n));
+  for (int64_t i = 0; i < n; ++i) {
+    in[std::size_t(i)] = tokens[i];
+    in[std::size_t(n + i)] = slots[i];
+    in[std::size_t(2 * n + i)] = int32_t(positions_[std::size_t(slots[i])]);
+  }
+  be_->copy(step_in_, in.data(), in.size() * 4, CopyKind::HostToDevice);
 }
 
 void Session::decode_step(int64_t n, StepOut what) {
@@ -184,10 +194,11 @@ void Session::decode_step(int64_t n, StepOut what) {
   auto body = [this, n, out, what, V, Vp]() {
     forward(n, nullptr);
     logits_device_rows(n, iota_, out, Vp);
-    if (what == StepOut::GenArgmax) argmax_rows(out, n, V, Vp);
+    if (what == StepOut::GenArgmax) argmax_rows(out, n, V, Vp, argmax_out_);
+    if (what == StepOut::GenFeed) argmax_rows(out, n, V, Vp, step_in_);
   };
   if (!options_.use_graphs) return body();
-  const int64_t key = n * 3 + int64_t(what);
+  const int64_t key = n * 4 + int64_t(what);
   auto it = graphs_.find(key);
   if (it == graphs_.end()) {
     void* g = be_->capture_graph(body);
@@ -248,7 +259,7 @@ void Session::forward(int64_t T, const std::vector<Segment>* segs) {
   auto at = [as](void* base, int64_t ld, int64_t row) { return static_cast<uint8_t*>(base) + std::size_t(row * ld) * as; };
 
   ops::EmbeddingParams ep;
-  ep.ids = ids_;
+  ep.ids = decode ? step_in_ : ids_;
   ep.n_tokens = T;
   ep.table = m.embedding();
   ep.dtype = wt;
@@ -298,7 +309,7 @@ void Session::forward(int64_t T, const std::vector<Segment>* segs) {
         if (decode) {
           ops::ConvDecodeParams p;
           p.u = big_; p.ld_u = big_cols_; p.weight = L.conv; p.y = mid_; p.ld_y = mid_cols_;
-          p.dtype = act; p.channels = C; p.n_tokens = T; p.slots = slot_ids_; p.tail = st.tail;
+          p.dtype = act; p.channels = C; p.n_tokens = T; p.slots = step_in_ + T; p.tail = st.tail;
           be_->conv_decode(p);
           break;
         }
@@ -320,7 +331,7 @@ void Session::forward(int64_t T, const std::vector<Segment>* segs) {
           p.shape = la_shape(c, options_.symmetric_state);
           p.q = base; p.k = base + std::size_t(qk) * as; p.v = base + std::size_t(2 * qk) * as;
           p.ld_q = p.ld_k = p.ld_v = big_cols_;
-          p.y = mid_; p.ld_y = mid_cols_; p.dtype = act; p.n_tokens = T; p.slots = slot_ids_;
+          p.y = mid_; p.ld_y = mid_cols_; p.dtype = act; p.n_tokens = T; p.slots = step_in_ + T;
           p.state_s = st.s; p.state_z = st.z;
           be_->la_decode(p);
           break;
@@ -354,7 +365,7 @@ void Session::forward(int64_t T, const std::vector<Segment>* segs) {
           ops::SwaDecodeParams p;
           p.shape = swa_shape(c);
           p.qkv = big_; p.ld_qkv = big_cols_; p.out = mid_; p.ld_out = mid_cols_; p.dtype = act;
-          p.n_tokens = T; p.slots = slot_ids_; p.positions = pos_ids_;
+          p.n_tokens = T; p.slots = step_in_ + T; p.positions = step_in_ + 2 * T;
           p.ring_k = st.ring_k; p.ring_v = st.ring_v;
           be_->swa_decode(p);
           break;
@@ -552,7 +563,6 @@ Tensor Session::decode(const int32_t* slots, const int32_t* tokens, int64_t n) {
     throw InvalidArgument("decode: " + std::to_string(n) + " rows but the session has " +
                           std::to_string(options_.max_slots) + " slots");
   std::set<int> seen;
-  std::vector<int32_t> pos(static_cast<std::size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
     check_slot(slots[i], "decode");
     if (!seen.insert(slots[i]).second)
@@ -560,12 +570,9 @@ Tensor Session::decode(const int32_t* slots, const int32_t* tokens, int64_t n) {
     check_growth(slots[i], 1);
     if (positions_[std::size_t(slots[i])] >= (int64_t(1) << 31) - 1)
       throw InvalidArgument("decode: slot " + std::to_string(slots[i]) + " reached the 2^31 position limit");
-    pos[std::size_t(i)] = int32_t(positions_[std::size_t(slots[i])]);
   }
   check_tokens(tokens, n);
-  be_->copy(ids_, tokens, std::size_t(n) * 4, CopyKind::HostToDevice);
-  be_->copy(slot_ids_, slots, std::size_t(n) * 4, CopyKind::HostToDevice);
-  be_->copy(pos_ids_, pos.data(), std::size_t(n) * 4, CopyKind::HostToDevice);
+  upload_step(tokens, slots, n);
   decode_step(n, StepOut::Logits);
   for (int64_t i = 0; i < n; ++i) positions_[std::size_t(slots[i])] += 1;
   const int64_t V = model_->config().vocab_padded;

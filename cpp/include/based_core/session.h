@@ -195,10 +195,13 @@ class Session {
     int slot;
     int64_t start, row, n;
   };
-  // One forward pass over T rows (token ids already in ids_). Prefill: `segs`
-  // cover the rows in order. Decode (segs null): row i is slot slot_ids_[i] at
-  // position pos_ids_[i].
+  // One forward pass over T rows. Prefill: token ids in ids_, `segs` cover the rows
+  // in order. Decode (segs null): row i is token step_in_[i] of the sequence in
+  // slot step_in_[T + i] at position step_in_[2T + i] (upload_step).
   void forward(int64_t T, const std::vector<Segment>* segs);
+  // Uploads one decode step's inputs to step_in_ in one copy: the rows' tokens and
+  // slots, and the slots' current positions (positions_).
+  void upload_step(const int32_t* tokens, const int32_t* slots, int64_t n);
   // Prefills prompts (tokens[i], lens[i]) into slots[i] (checked by the caller),
   // packing them into passes of up to prefill_chunk rows, and writes their logits
   // (n_cols columns per row) to `out` (device; rows as prefill_batch says).
@@ -206,15 +209,17 @@ class Session {
                     LogitsMode mode, float* out, int64_t n_cols);
   void logits_rows(int64_t n_rows, const int32_t* rows_host, float* out, int64_t n_cols);
   void logits_device_rows(int64_t n_rows, const int32_t* rows_dev, float* out, int64_t n_cols);
-  // One decode step over n rows whose ids/slots/positions are already on the
-  // device: forward, logits (into logits_buf_ or, for generate, gen_logits_)
-  // and, for greedy generate, argmax. Replayed from a cached graph when the
+  // One decode step over n rows whose inputs are already in step_in_: forward,
+  // logits (into logits_buf_ or, for generate, gen_logits_) and, for greedy
+  // generate, argmax -- into argmax_out_ (GenArgmax) or over the step's own token
+  // ids (GenFeed: the next step reads them there, so generate's fixed-length loop
+  // needs no host round trip between steps). Replayed from a cached graph when the
   // backend has graphs.
-  enum class StepOut { Logits = 0, GenLogits = 1, GenArgmax = 2 };
+  enum class StepOut { Logits = 0, GenLogits = 1, GenArgmax = 2, GenFeed = 3 };
   void decode_step(int64_t n, StepOut what);
   float* lazy_buffer(float*& p, std::size_t floats);
-  // Greedy tokens of n rows of `logits` (cols columns each) into argmax_out_.
-  void argmax_rows(const float* logits, int64_t n, int64_t cols, int64_t ld);
+  // Greedy tokens of n rows of `logits` (cols columns each) into `dst` (device).
+  void argmax_rows(const float* logits, int64_t n, int64_t cols, int64_t ld, int32_t* dst);
 
   std::shared_ptr<const Model> model_;
   std::shared_ptr<Backend> be_;
@@ -230,15 +235,15 @@ class Session {
   void* big_ = nullptr;
   void* mid_ = nullptr;
   int32_t* ids_ = nullptr;
-  int32_t* slot_ids_ = nullptr;
-  int32_t* pos_ids_ = nullptr;
+  int32_t* slot_ids_ = nullptr;      // sequence index of each row of generate's prefill pick
+  int32_t* step_in_ = nullptr;       // a decode step's [tokens | slots | positions] (upload_step)
   int32_t* rows_ = nullptr;
   int32_t* argmax_out_ = nullptr;
   int32_t* steps_ = nullptr;         // per-row draw counters for the sample op
   int32_t* iota_ = nullptr;          // 0, 1, 2, ... (rows of a decode step)
   float* logits_buf_ = nullptr;      // [max_slots, vocab_padded], allocated on first decode()
   float* gen_logits_ = nullptr;      // [max_slots, vocab_padded], allocated on first generate()
-  std::map<int64_t, void*> graphs_;  // (rows * 3 + StepOut) -> captured decode step
+  std::map<int64_t, void*> graphs_;  // (rows * 4 + StepOut) -> captured decode step
   int64_t big_cols_ = 0, mid_cols_ = 0;
 };
 
