@@ -147,14 +147,7 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
     bool uniform = true;  // every sequence has its first token only (always, without stops)
     for (int32_t s : active) uniform = uniform && int64_t(out[std::size_t(s)].size()) == options.max_new_tokens - K;
     // [K][n] tokens made, then [K][n] positions; without the memory, the loop below does it
-    int32_t* hist = nullptr;
-    if (uniform) {
-      try {
-        hist = static_cast<int32_t*>(be_->allocate(std::size_t(2 * K * n) * 4));
-      } catch (const OutOfMemory&) {
-        hist = nullptr;
-      }
-    }
+    int32_t* hist = uniform ? gen_history(std::size_t(2 * K * n)) : nullptr;
     if (hist) {
       slots = active;
       active.clear();
@@ -165,20 +158,14 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
         for (int64_t k = 0; k < K; ++k)
           pos[std::size_t(k * n + i)] = int32_t(positions_[std::size_t(slots[std::size_t(i)])] + k);
       }
-      try {
-        be_->copy(hist + K * n, pos.data(), pos.size() * 4, CopyKind::HostToDevice);
-        upload_step(tokens.data(), slots.data(), n);
-        for (int64_t k = 0; k < K; ++k) {
-          if (k > 0) be_->copy(step_in_ + 2 * n, hist + (K + k) * n, std::size_t(n) * 4, CopyKind::DeviceToDevice);
-          decode_step(n, StepOut::GenFeed);
-          be_->copy(hist + k * n, step_in_, std::size_t(n) * 4, CopyKind::DeviceToDevice);
-        }
-        be_->copy(made.data(), hist, made.size() * 4, CopyKind::DeviceToHost);
-      } catch (...) {
-        be_->deallocate(hist);
-        throw;
+      be_->copy(hist + K * n, pos.data(), pos.size() * 4, CopyKind::HostToDevice);
+      upload_step(tokens.data(), slots.data(), n);
+      for (int64_t k = 0; k < K; ++k) {
+        if (k > 0) be_->copy(step_in_ + 2 * n, hist + (K + k) * n, std::size_t(n) * 4, CopyKind::DeviceToDevice);
+        decode_step(n, StepOut::GenFeed);
+        be_->copy(hist + k * n, step_in_, std::size_t(n) * 4, CopyKind::DeviceToDevice);
       }
-      be_->deallocate(hist);
+      be_->copy(made.data(), hist, made.size() * 4, CopyKind::DeviceToHost);
       for (int32_t s : slots) positions_[std::size_t(s)] += K;
       for (int64_t k = 0; k < K; ++k)
         for (int64_t i = 0; i < n; ++i) out[std::size_t(slots[std::size_t(i)])].push_back(made[std::size_t(k * n + i)]);

@@ -148,6 +148,20 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& optio
 Session::~Session() {
   for (auto& kv : graphs_) be_->destroy_graph(kv.second);
   for (void* p : buffers_) be_->deallocate(p);
+  if (gen_hist_) be_->deallocate(gen_hist_);
+}
+
+int32_t* Session::gen_history(std::size_t ints) {
+  if (ints <= gen_hist_ints_) return gen_hist_;
+  if (gen_hist_) be_->deallocate(gen_hist_);
+  gen_hist_ = nullptr;
+  gen_hist_ints_ = 0;
+  try {
+    gen_hist_ = static_cast<int32_t*>(be_->allocate(ints * 4));
+    gen_hist_ints_ = ints;
+  } catch (const OutOfMemory&) {
+  }
+  return gen_hist_;
 }
 
 float* Session::lazy_buffer(float*& p, std::size_t floats) {

@@ -390,6 +390,10 @@ class Model:
         Greedy by default; temperature > 0 samples (top_k, top_p, seeded per
         sequence so a prompt gives the same tokens alone or batched). A sequence
         stops after a token in stop_tokens (which is kept) or max_new_tokens.
+        on_token(sequence_index, token) is called for each new token as it is
+        picked; returning False stops that sequence. Greedy generation without
+        stop_tokens or on_token queues every decode step on the device without
+        waiting for the host in between (the fastest form for fixed lengths).
         Returns a list of lists of the new tokens.
         """
         plist = _prompt_lists(prompts)

@@ -161,6 +161,9 @@ class Session {
   /// a batch (also when sampling: sequence i draws from Sampler(sampling, i)).
   /// Padded vocabulary ids are never picked. Returns the new tokens of each
   /// prompt (stop tokens included), also streamed through options.on_token.
+  /// Greedy generation with no stop tokens and no on_token runs every decode
+  /// step without waiting for the host between steps (the tokens are read back
+  /// once, at the end): the fastest form for fixed-length batches.
   /// Throws InvalidArgument for more prompts than slots, an empty prompt, bad
   /// sampling parameters or passing max_context; OutOfRange for bad token ids.
   std::vector<std::vector<int32_t>> generate(const std::vector<std::vector<int32_t>>& prompts,
@@ -218,6 +221,9 @@ class Session {
   enum class StepOut { Logits = 0, GenLogits = 1, GenArgmax = 2, GenFeed = 3 };
   void decode_step(int64_t n, StepOut what);
   float* lazy_buffer(float*& p, std::size_t floats);
+  // generate's device buffer of >= `ints` int32 (grown as needed, kept for the next
+  // call), or nullptr when the device has no memory for it.
+  int32_t* gen_history(std::size_t ints);
   // Greedy tokens of n rows of `logits` (cols columns each) into `dst` (device).
   void argmax_rows(const float* logits, int64_t n, int64_t cols, int64_t ld, int32_t* dst);
 
@@ -243,6 +249,8 @@ class Session {
   int32_t* iota_ = nullptr;          // 0, 1, 2, ... (rows of a decode step)
   float* logits_buf_ = nullptr;      // [max_slots, vocab_padded], allocated on first decode()
   float* gen_logits_ = nullptr;      // [max_slots, vocab_padded], allocated on first generate()
+  int32_t* gen_hist_ = nullptr;      // gen_history(): tokens and positions of queued decode steps
+  std::size_t gen_hist_ints_ = 0;
   std::map<int64_t, void*> graphs_;  // (rows * 4 + StepOut) -> captured decode step
   int64_t big_cols_ = 0, mid_cols_ = 0;
 };
