@@ -143,11 +143,9 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
   // tokens are kept on the device and read back once at the end.
   if (greedy && !options.on_token && options.stop_tokens.empty() && !active.empty()) {
     const int64_t n = int64_t(active.size());
-    const int64_t K = options.max_new_tokens - int64_t(out[std::size_t(active[0])].size());  // steps left
-    bool uniform = true;  // every sequence has its first token only (always, without stops)
-    for (int32_t s : active) uniform = uniform && int64_t(out[std::size_t(s)].size()) == options.max_new_tokens - K;
+    const int64_t K = options.max_new_tokens - 1;  // steps left: each sequence has its first token
     // [K][n] tokens made, then [K][n] positions; without the memory, the loop below does it
-    int32_t* hist = uniform ? gen_history(std::size_t(2 * K * n)) : nullptr;
+    int32_t* hist = gen_history(std::size_t(2 * K * n));
     if (hist) {
       slots = active;
       active.clear();
