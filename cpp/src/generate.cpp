@@ -3,6 +3,7 @@
 // together as decode steps -- then batched decode steps until every sequence
 // stops).
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "based_core/error.h"
@@ -141,7 +142,10 @@ std::vector<std::vector<int32_t>> Session::generate(const std::vector<std::vecto
   // is written straight over its own token ids, where the next step reads them
   // (StepOut::GenFeed), and the host queues all steps without waiting for any; the
   // tokens are kept on the device and read back once at the end.
-  if (greedy && !options.on_token && options.stop_tokens.empty() && !active.empty()) {
+  // BASED_CORE_QUEUED_DECODE=0 takes the step-by-step loop instead (for A/B timings).
+  const char* queued_env = std::getenv("BASED_CORE_QUEUED_DECODE");
+  const bool queued = !(queued_env && std::string(queued_env) == "0");
+  if (queued && greedy && !options.on_token && options.stop_tokens.empty() && !active.empty()) {
     const int64_t n = int64_t(active.size());
     const int64_t K = options.max_new_tokens - 1;  // steps left: each sequence has its first token
     // [K][n] tokens made, then [K][n] positions; without the memory, the loop below does it
