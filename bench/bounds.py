@@ -139,8 +139,8 @@ def prefill_work(cfg: Dict, lengths: List[int]) -> Dict[str, Dict]:
     swa_flops = sum(m["heads"] * 4 * m["hd"] * sum(swa_keys(p, m["w"]) for p in range(L)) for L in lengths)
     return {
         "weights": {"flops": 2.0 * n * gemm_params(cfg) + 2.0 * len(lengths) * m["v_pad"] * d,
-                    "bytes": weight_bytes(cfg) + n * d * 2 * 8, "classes": list(GEMM_CLASSES),
-                    "note": "2 x params FLOP per token, LM head on the last rows"},
+                    "bytes": weight_bytes(cfg), "classes": list(GEMM_CLASSES),
+                    "note": "2 x params FLOP per token, LM head on the last rows (bytes: weights only)"},
         "LA prefill": {"flops": m["n_la"] * n * m["la_heads"] * (2 * C * f + 2 * C * dv + 4 * D * dv),
                        "bytes": m["n_la"] * n * m["la_heads"] * 2 * (2 * f + 2 * dv), "note": "M1's model (273 features)"},
         "SWA prefill": {"flops": m["n_swa"] * swa_flops, "bytes": m["n_swa"] * n * d * 2 * 4,
