@@ -28,6 +28,7 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 import common
+import kernel_table
 import models
 
 # (class, pattern over kernel names): first match wins; kernels of no pattern are cuBLASLt's
@@ -212,38 +213,12 @@ def markdown(title: str, t: Dict) -> str:
 
 
 # ---------------------------------------------------------------- measurement (GPU)
-def _profile(fn) -> Dict[str, Tuple[float, float]]:
-    """Per-kernel (us, launches) of one call of fn; no kernels without CUDA (the CPU smoke run)."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    if not torch.cuda.is_available():
-        fn()
-        return {}
-
-    import kernel_table
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-    return kernel_table.add({}, prof)
-
-
 def measure_decode(model, cfg: Dict, batch: int, prompt: int, steps: int, reps: int) -> Dict:
     prompts = models.random_prompts(batch, prompt, cfg["vocab_size"], seed=batch)
     s = model.session(max_batch=batch)
     s.generate(prompts, max_new_tokens=8)  # graphs captured, workspaces allocated
-    walls = []
-    for _ in range(reps):
-        t = {}
-        for n in (1, steps):
-            t0 = time.perf_counter()
-            s.generate(prompts, max_new_tokens=n)
-            t[n] = time.perf_counter() - t0
-        walls.append((t[steps] - t[1]) / (steps - 1) * 1e6)
-    per = _profile(lambda: s.generate(prompts, max_new_tokens=steps))
-    for k, (us, c) in _profile(lambda: s.generate(prompts, max_new_tokens=1)).items():
-        t0, c0 = per.get(k, (0.0, 0.0))
-        per[k] = (t0 - us, c0 - c)
+    walls = kernel_table.decode_wall_us(s, prompts, steps, reps)
+    per = kernel_table.decode_kernels(s, prompts, steps)
     # The decode steps of generate(steps) beyond generate(1) run at positions prompt .. prompt + steps - 2.
     positions = list(range(prompt, prompt + steps - 1))
     work = decode_work(cfg, batch, positions, symmetric=s.symmetric_state)
@@ -264,7 +239,7 @@ def measure_prefill(model, cfg: Dict, batch: int, length: int) -> Dict:
         t0 = time.perf_counter()
         run()
         walls.append((time.perf_counter() - t0) * 1e6)
-    return table(by_class(_profile(run)), prefill_work(cfg, [length] * batch), 1.0, statistics.median(walls))
+    return table(by_class(kernel_table.profile_kernels(run)), prefill_work(cfg, [length] * batch), 1.0, statistics.median(walls))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

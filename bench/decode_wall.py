@@ -10,8 +10,8 @@ Random weights of the released shape (models.py); not a RESULTS.md row.
 
 import argparse
 import statistics
-import time
 
+import kernel_table
 import models
 
 
@@ -27,14 +27,7 @@ def main():
         prompts = models.random_prompts(B, 16, cfg["vocab_size"], seed=B)
         s = model.session(max_batch=B)
         s.generate(prompts, max_new_tokens=8)  # graphs captured, workspaces allocated
-        per_step = []
-        for _ in range(a.reps):
-            t = {}
-            for n in (1, a.steps):
-                t0 = time.perf_counter()
-                s.generate(prompts, max_new_tokens=n)
-                t[n] = time.perf_counter() - t0
-            per_step.append((t[a.steps] - t[1]) / (a.steps - 1))
+        per_step = [us / 1e6 for us in kernel_table.decode_wall_us(s, prompts, a.steps, a.reps)]
         ms = statistics.median(per_step) * 1e3
         print(f"{a.model} B={B}: {ms:.3f} ms per decode step, {B / ms * 1e3:,.0f} tok/s "
               f"(reps {', '.join(f'{x * 1e3:.3f}' for x in per_step)})", flush=True)

@@ -11,8 +11,6 @@ run of --steps tokens, per kernel name).
 import argparse
 import time
 
-from torch.profiler import ProfilerActivity, profile
-
 import kernel_table
 import models
 
@@ -32,13 +30,7 @@ def main():
         t0 = time.perf_counter()
         s.generate(prompts, max_new_tokens=a.steps)
         wall = time.perf_counter() - t0
-        # Kernel time of the decode steps alone: generate(steps) minus generate(1) (the
-        # prefill and first sample), per kernel name, over steps - 1 steps.
-        per = {}
-        for sign, n in ((1.0, a.steps), (-1.0, 1)):
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                s.generate(prompts, max_new_tokens=n)
-            kernel_table.add(per, prof, sign)
+        per = kernel_table.decode_kernels(s, prompts, a.steps)
         steps = a.steps - 1
         total_us, count = kernel_table.totals(per)
         print(f"\n{a.model} B={B}: {wall / a.steps * 1e3:.3f} ms per step (wall, incl. prefill), "
