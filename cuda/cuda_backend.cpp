@@ -87,6 +87,14 @@ CudaBackend::CudaBackend(int device) : device_(device) {
     cudaGetLastError();
     la_workspace_ = nullptr;
   }
+  // Likewise argmax splits few rows over several CTAs through this (zeroed here; every
+  // launch leaves it zeroed), and uses one CTA per row without it.
+  const std::size_t ab = argmax_workspace_bytes(kArgmaxSplitRows);
+  if (cudaMalloc(&argmax_workspace_, ab) != cudaSuccess || cudaMemsetAsync(argmax_workspace_, 0, ab, stream_) != cudaSuccess) {
+    cudaGetLastError();
+    if (argmax_workspace_) cudaFree(argmax_workspace_);
+    argmax_workspace_ = nullptr;
+  }
 }
 
 CudaBackend::~CudaBackend() {
@@ -97,6 +105,7 @@ CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
   gemm_.reset();
   if (la_workspace_) cudaFree(la_workspace_);
+  if (argmax_workspace_) cudaFree(argmax_workspace_);
   if (stream_) cudaStreamDestroy(stream_);
   cudaGetLastError();
   if (cur >= 0 && cur != device_) cudaSetDevice(cur);
@@ -202,17 +211,13 @@ void CudaBackend::embedding(const ops::EmbeddingParams& p) {
   check_launch(launch_embedding(p, stream_), "embedding");
 }
 
-void CudaBackend::rmsnorm(const ops::RmsNormParams& p) {
-  if (p.n_rows == 0) return;
+static void check_rmsnorm(const ops::RmsNormParams& p) {
   require_act(p.dtype, "rmsnorm");
   require(p.n_rows > 0 && p.dim > 0, "rmsnorm", "bad sizes");
   require(p.x && p.weight && p.y, "rmsnorm", "null pointer");
-  ensure_device();
-  check_launch(launch_rmsnorm(p, stream_), "rmsnorm");
 }
 
-void CudaBackend::gemm(const ops::GemmParams& p) {
-  if (p.m == 0 || p.n == 0) return;
+static void check_gemm(const ops::GemmParams& p) {
   require_act(p.in_dtype, "gemm");
   require_act(p.out_dtype, "gemm");
   require(p.out_dtype == p.in_dtype || p.out_dtype == DType::F32, "gemm",
@@ -223,15 +228,66 @@ void CudaBackend::gemm(const ops::GemmParams& p) {
           "ldx must be >= k and ldy >= n, got ldx " + num(p.ldx) + ", ldy " + num(p.ldy));
   require(p.x && p.w && p.y, "gemm", "null pointer");
   require(!p.bias_f32 || p.out_dtype == DType::F32, "gemm", "a float32 bias needs out_dtype float32");
-  ensure_device();
-  // A batch-1 decode step is weight-bandwidth bound: the GEMV streams W once and beats
-  // cuBLASLt there; from two rows on cuBLASLt is as fast or faster (bench/gemm_decode.py).
-  // BASED_CORE_GEMM=cublaslt|gemv forces a path (for those comparisons).
+}
+
+static void check_swiglu(const ops::SwigluParams& p) {
+  require_act(p.dtype, "swiglu");
+  require(p.n_tokens > 0 && p.n_tokens <= 0x7fffffff && p.n > 0, "swiglu", "bad sizes");
+  require(p.ld_u >= 2 * p.n && p.ld_y >= p.n, "swiglu", "row strides too small for n");
+  require(p.u && p.y, "swiglu", "null pointer");
+}
+
+// A batch-1 decode step is weight-bandwidth bound: the GEMV streams W once and beats
+// cuBLASLt there; from two rows on cuBLASLt is as fast or faster (bench/gemm_decode.py).
+// BASED_CORE_GEMM=cublaslt|gemv forces a path (for those comparisons).
+static bool use_gemv(const ops::GemmParams& p) {
   const char* force = std::getenv("BASED_CORE_GEMM");
   const std::string path = force ? force : "";
-  const bool use_gemv = path == "gemv" || (path != "cublaslt" && p.m == 1);
-  if (use_gemv && gemv_applies(p)) return check_launch(launch_gemv(p, stream_), "gemm (gemv)");
+  return (path == "gemv" || (path != "cublaslt" && p.m == 1)) && gemv_applies(p);
+}
+
+// The GEMV computes the norm or SwiGLU before it itself (gemv.cu) unless BASED_CORE_FUSE=0
+// (for A/B timings).
+static bool fuse_into_gemv(const ops::GemmParams& p) {
+  const char* f = std::getenv("BASED_CORE_FUSE");
+  return !(f && std::string(f) == "0") && use_gemv(p);
+}
+
+void CudaBackend::rmsnorm(const ops::RmsNormParams& p) {
+  if (p.n_rows == 0) return;
+  check_rmsnorm(p);
+  ensure_device();
+  check_launch(launch_rmsnorm(p, stream_), "rmsnorm");
+}
+
+void CudaBackend::gemm(const ops::GemmParams& p) {
+  if (p.m == 0 || p.n == 0) return;
+  check_gemm(p);
+  ensure_device();
+  if (use_gemv(p)) return check_launch(launch_gemv(p, stream_), "gemm (gemv)");
   gemm_->run(p);
+}
+
+void CudaBackend::rmsnorm_gemm(const ops::RmsNormParams& n, const ops::GemmParams& g) {
+  if (n.n_rows == 1 && g.m == 1 && g.n > 0 && fuse_into_gemv(g) && gemv_rmsnorm_applies(n, g)) {
+    check_rmsnorm(n);
+    check_gemm(g);
+    ensure_device();
+    return check_launch(launch_gemv_rmsnorm(n, g, stream_), "rmsnorm_gemm (gemv)");
+  }
+  rmsnorm(n);
+  gemm(g);
+}
+
+void CudaBackend::swiglu_gemm(const ops::SwigluParams& s, const ops::GemmParams& g) {
+  if (s.n_tokens == 1 && g.m == 1 && g.n > 0 && fuse_into_gemv(g) && gemv_swiglu_applies(s, g)) {
+    check_swiglu(s);
+    check_gemm(g);
+    ensure_device();
+    return check_launch(launch_gemv_swiglu(s, g, stream_), "swiglu_gemm (gemv)");
+  }
+  swiglu(s);
+  gemm(g);
 }
 
 void CudaBackend::la_prefill(const ops::LaPrefillParams& p) {
@@ -318,10 +374,7 @@ void CudaBackend::conv_decode(const ops::ConvDecodeParams& p) {
 
 void CudaBackend::swiglu(const ops::SwigluParams& p) {
   if (p.n_tokens == 0 || p.n == 0) return;
-  require_act(p.dtype, "swiglu");
-  require(p.n_tokens > 0 && p.n_tokens <= 0x7fffffff && p.n > 0, "swiglu", "bad sizes");
-  require(p.ld_u >= 2 * p.n && p.ld_y >= p.n, "swiglu", "row strides too small for n");
-  require(p.u && p.y, "swiglu", "null pointer");
+  check_swiglu(p);
   ensure_device();
   check_launch(launch_swiglu(p, stream_), "swiglu");
 }
@@ -333,7 +386,9 @@ void CudaBackend::argmax(const ops::ArgmaxParams& p) {
   require(p.logits && p.out, "argmax", "null pointer");
   require(p.ld == 0 || p.ld >= p.vocab, "argmax", "ld must be 0 or >= vocab");
   ensure_device();
-  check_launch(launch_argmax(p, stream_), "argmax");
+  check_launch(launch_argmax(p, stream_, argmax_workspace_,
+                             argmax_workspace_ ? argmax_workspace_bytes(kArgmaxSplitRows) : 0),
+               "argmax");
 }
 
 void CudaBackend::sample(const ops::SampleParams& p) {

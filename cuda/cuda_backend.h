@@ -56,6 +56,8 @@ class CudaBackend final : public Backend {
   void swiglu(const ops::SwigluParams& p) override;
   void argmax(const ops::ArgmaxParams& p) override;
   void sample(const ops::SampleParams& p) override;
+  void rmsnorm_gemm(const ops::RmsNormParams& n, const ops::GemmParams& g) override;
+  void swiglu_gemm(const ops::SwigluParams& s, const ops::GemmParams& g) override;
 
   /// Captures fn's work on the stream (thread-local capture mode) into an instantiated
   /// cudaGraphExec_t; fn's ops are recorded, not run. Throws CudaError when capture fails
@@ -76,6 +78,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<GemmCublasLt> gemm_;
   void* la_workspace_ = nullptr;  // la_prefill segment states (kLaPrefillWorkspaceBytes), may be null
+  void* argmax_workspace_ = nullptr;  // split argmax keys and counters (kArgmaxSplitRows), may be null
 };
 
 }  // namespace cuda

@@ -26,10 +26,23 @@ cudaError_t launch_add_bias_f32(float* y, int64_t ldy, const void* bias, DType b
                                 int64_t m, int64_t n, cudaStream_t stream);
 
 // argmax.cu
-cudaError_t launch_argmax(const ops::ArgmaxParams& p, cudaStream_t stream);
+/// With a workspace (argmax_workspace_bytes(rows), zeroed once; every launch leaves it zeroed),
+/// rows few enough to leave SMs idle are split over several CTAs each.
+cudaError_t launch_argmax(const ops::ArgmaxParams& p, cudaStream_t stream, void* workspace = nullptr,
+                          std::size_t workspace_bytes = 0);
+constexpr std::size_t argmax_workspace_bytes(int64_t rows) { return std::size_t(rows) * 12; }
+/// Rows of the split argmax workspace the CUDA backend keeps (more rows use one CTA each).
+constexpr int64_t kArgmaxSplitRows = 1024;
 // gemv.cu: one-row weight GEMMs (batch-1 decode steps, 16-bit inputs)
 bool gemv_applies(const ops::GemmParams& p);
 cudaError_t launch_gemv(const ops::GemmParams& p, cudaStream_t stream);
+/// rmsnorm(n) then gemv(g) in one kernel, for one row whose gemm reads the norm's output
+/// (Backend::rmsnorm_gemm); n.y is written as the norm would.
+bool gemv_rmsnorm_applies(const ops::RmsNormParams& n, const ops::GemmParams& g);
+cudaError_t launch_gemv_rmsnorm(const ops::RmsNormParams& n, const ops::GemmParams& g, cudaStream_t stream);
+/// swiglu(s) then gemv(g) in one kernel, likewise (Backend::swiglu_gemm).
+bool gemv_swiglu_applies(const ops::SwigluParams& s, const ops::GemmParams& g);
+cudaError_t launch_gemv_swiglu(const ops::SwigluParams& s, const ops::GemmParams& g, cudaStream_t stream);
 // sampling.cu
 cudaError_t launch_sample(const ops::SampleParams& p, cudaStream_t stream);
 

@@ -291,10 +291,10 @@ void Session::forward(int64_t T, const std::vector<Segment>* segs) {
     p.n_rows = T;
     p.dim = d;
     p.eps = c.norm_eps;
-    be_->rmsnorm(p);
+    return p;
   };
-  auto gemm = [&](const void* x, int64_t ldx, const void* w, const void* bias, void* y, int64_t ldy, DType out,
-                  bool acc, int64_t n, int64_t k) {
+  auto gemm_params = [&](const void* x, int64_t ldx, const void* w, const void* bias, void* y, int64_t ldy,
+                         DType out, bool acc, int64_t n, int64_t k) {
     ops::GemmParams g;
     g.x = x;
     g.ldx = ldx;
@@ -309,14 +309,15 @@ void Session::forward(int64_t T, const std::vector<Segment>* segs) {
     g.m = T;
     g.n = n;
     g.k = k;
-    be_->gemm(g);
+    return g;
   };
 
   for (int64_t li = 0; li < c.n_layer; ++li) {
     const LayerWeights& L = m.layer(li);
     LayerState& st = states_[std::size_t(li)];
-    norm(L.norm1);
-    gemm(xnorm_, d, L.mix_in, L.mix_in_bias, big_, big_cols_, act, false, L.mix_in_rows, d);
+    // Each norm feeds one GEMM (and the SwiGLU only fc2): the backend may fuse the pairs.
+    be_->rmsnorm_gemm(norm(L.norm1),
+                      gemm_params(xnorm_, d, L.mix_in, L.mix_in_bias, big_, big_cols_, act, false, L.mix_in_rows, d));
     switch (L.kind) {
       case LayerKind::Conv: {
         const int64_t C = c.conv_channels;
@@ -398,13 +399,11 @@ void Session::forward(int64_t T, const std::vector<Segment>* segs) {
       }
     }
     // The residual stream stays fp32: out_proj accumulates straight into it.
-    gemm(mid_, mid_cols_, L.mix_out, L.mix_out_bias, resid_, d, DType::F32, true, d, L.mix_out_cols);
-    norm(L.norm2);
-    gemm(xnorm_, d, L.fc1, nullptr, big_, big_cols_, act, false, 2 * c.n_inner, d);
+    be_->gemm(gemm_params(mid_, mid_cols_, L.mix_out, L.mix_out_bias, resid_, d, DType::F32, true, d, L.mix_out_cols));
+    be_->rmsnorm_gemm(norm(L.norm2), gemm_params(xnorm_, d, L.fc1, nullptr, big_, big_cols_, act, false, 2 * c.n_inner, d));
     ops::SwigluParams sp;
     sp.u = big_; sp.ld_u = big_cols_; sp.y = mid_; sp.ld_y = mid_cols_; sp.dtype = act; sp.n = c.n_inner; sp.n_tokens = T;
-    be_->swiglu(sp);
-    gemm(mid_, mid_cols_, L.fc2, nullptr, resid_, d, DType::F32, true, d, c.n_inner);
+    be_->swiglu_gemm(sp, gemm_params(mid_, mid_cols_, L.fc2, nullptr, resid_, d, DType::F32, true, d, c.n_inner));
   }
 }
 
@@ -426,7 +425,6 @@ void Session::logits_device_rows(int64_t n_rows, const int32_t* rows_dev, float*
   p.n_rows = n_rows;
   p.dim = c.d_model;
   p.eps = c.norm_eps;
-  be_->rmsnorm(p);
   ops::GemmParams g;
   g.x = xnorm_;
   g.ldx = c.d_model;
@@ -438,7 +436,7 @@ void Session::logits_device_rows(int64_t n_rows, const int32_t* rows_dev, float*
   g.m = n_rows;
   g.n = n_cols;
   g.k = c.d_model;
-  be_->gemm(g);
+  be_->rmsnorm_gemm(p, g);
 }
 
 void Session::prefill_into(const int32_t* slots, const int32_t* const* tokens, const int64_t* lens,

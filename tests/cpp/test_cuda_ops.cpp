@@ -89,8 +89,10 @@ TEST_CASE("argmax: lowest index on ties; rows strided (ld > vocab, as generate's
   struct Shape {
     int vocab, ld;
   };
-  for (Shape sh : {Shape{50264, 0}, Shape{1001, 0}, Shape{50257, 50264}, Shape{1001, 1003}})
-    for (int rows : {1, 64}) {
+  // 1 and 3 rows split each row over several CTAs (argmax.cu), 64 and 200 do not; every case
+  // runs twice, so a split workspace left dirty by the first call fails the second.
+  for (Shape sh : {Shape{50264, 0}, Shape{1001, 0}, Shape{50257, 50264}, Shape{1001, 1003}, Shape{4099, 4102}})
+    for (int rows : {1, 3, 64, 200}) {
       const int vocab = sh.vocab, ld = sh.ld ? sh.ld : sh.vocab;
       auto x = rnd(g, std::size_t(rows) * ld, 10.f, DType::F32);
       std::vector<int32_t> want(rows);
@@ -105,8 +107,41 @@ TEST_CASE("argmax: lowest index on ties; rows strided (ld > vocab, as generate's
       Buf xb = upload(be, x, DType::F32), ob(be, rows * 4);
       ops::ArgmaxParams p;
       p.logits = xb.as<float>(), p.rows = rows, p.vocab = vocab, p.ld = sh.ld, p.out = ob.as<int32_t>();
+      for (int call = 0; call < 2; ++call) {
+        be->fill_zero(ob.p, std::size_t(rows) * 4);
+        be->argmax(p);
+        CHECK_MESSAGE(download_i32(be, ob, rows) == want, "vocab " << vocab << " rows " << rows << " call " << call);
+      }
+    }
+}
+
+TEST_CASE("argmax: NaN beats everything (first NaN wins), -0 ties +0, all -inf gives 0") {
+  NEED_GPU();
+  const int vocab = 50257;
+  struct Case {
+    std::vector<std::pair<int, float>> set;  // (index, value) over a row of -1
+    float fill;
+    int want;
+  };
+  const float nan = std::nanf(""), inf = INFINITY;
+  const Case cases[] = {
+      {{{40000, nan}, {7, 5.f}, {45000, nan}}, -1.f, 40000},
+      {{{30000, 0.f}, {20000, -0.f}}, -1.f, 20000},
+      {{{30000, -0.f}, {20001, 0.f}}, -1.f, 20001},
+      {{}, -inf, 0},
+      {{{50256, 3.f}, {25000, 3.f}}, -1.f, 25000},
+  };
+  for (const Case& c : cases)
+    for (int rows : {1, 2, 100}) {
+      std::vector<float> x(std::size_t(rows) * vocab, c.fill);
+      for (int r = 0; r < rows; ++r)
+        for (auto [i, v] : c.set) x[std::size_t(r) * vocab + i] = v;
+      Buf xb = upload(be, x, DType::F32), ob(be, rows * 4);
+      ops::ArgmaxParams p;
+      p.logits = xb.as<float>(), p.rows = rows, p.vocab = vocab, p.out = ob.as<int32_t>();
       be->argmax(p);
-      CHECK(download_i32(be, ob, rows) == want);
+      CHECK_MESSAGE(download_i32(be, ob, rows) == std::vector<int32_t>(rows, c.want),
+                    "case want " << c.want << " rows " << rows);
     }
 }
 
@@ -235,6 +270,56 @@ TEST_CASE("gemm decode paths: gemv and cuBLASLt at 1..9 rows") {
                         std::to_string(s.m) + " n" + std::to_string(s.n) + " k" + std::to_string(s.k) +
                         " bias" + std::to_string(bias) + " acc" + std::to_string(acc),
                     &r.mag_terms));
+      }
+}
+
+// Backend::rmsnorm_gemm / swiglu_gemm: one row fuses the op into the GEMV (gemv.cu), which
+// computes it with the separate kernel's arithmetic, so both outputs must equal those of the
+// two separate ops exactly; BASED_CORE_FUSE=0 runs the separate ops for comparison.
+TEST_CASE("rmsnorm_gemm and swiglu_gemm equal the separate ops exactly") {
+  NEED_GPU();
+  std::mt19937 g(21);
+  struct Shape {
+    int n, k;
+    bool bias, acc, f32_out, gather;
+  };
+  const Shape shapes[] = {{7168, 1792, false, false, false, false}, {1792, 3584, false, true, true, false},
+                          {50264, 1792, false, false, true, true},  {40, 1024, true, false, false, true},
+                          {8, 64, false, true, true, false},        {4104, 2048, true, true, true, false}};
+  for (DType t : {DType::BF16, DType::F16})
+    for (const Shape& s : shapes)
+      for (int op = 0; op < 2; ++op) {  // 0: rmsnorm, 1: swiglu
+        const DType out = s.f32_out ? DType::F32 : t;
+        const auto resid = rnd(g, std::size_t(4) * s.k, 3.f, DType::F32);
+        const auto nw = rnd(g, s.k, 1.5f, t);
+        const auto u = rnd(g, std::size_t(2) * s.k, 3.f, t);
+        const auto w = rnd(g, std::size_t(s.n) * s.k, 1.f, t);
+        const auto b = rnd(g, s.n, 1.f, t);
+        const auto y0 = rnd(g, s.n, 1.f, out);
+        Buf rb = upload(be, resid, DType::F32), nwb = upload(be, nw, t), ub = upload(be, u, t),
+            wb = upload(be, w, t), bb = upload(be, b, t), row = upload_i32(be, {2});
+        std::vector<float> xs[2], ys[2];
+        for (int fused = 0; fused < 2; ++fused) {
+          Buf xb(be, std::size_t(s.k) * dtype_size(t)), yb = upload(be, y0, out);
+          ops::RmsNormParams np;
+          np.x = rb.as<float>(), np.rows = s.gather ? row.as<int32_t>() : nullptr, np.weight = nwb.p;
+          np.y = xb.p, np.dtype = t, np.n_rows = 1, np.dim = s.k, np.eps = 1e-5f;
+          ops::SwigluParams sp;
+          sp.u = ub.p, sp.ld_u = 2 * s.k, sp.y = xb.p, sp.ld_y = s.k, sp.dtype = t, sp.n = s.k, sp.n_tokens = 1;
+          ops::GemmParams gp;
+          gp.x = xb.p, gp.ldx = s.k, gp.w = wb.p, gp.bias = s.bias ? bb.p : nullptr, gp.in_dtype = t;
+          gp.y = yb.p, gp.ldy = s.n, gp.out_dtype = out, gp.accumulate = s.acc, gp.m = 1, gp.n = s.n, gp.k = s.k;
+          if (!fused) setenv("BASED_CORE_FUSE", "0", 1);
+          if (op == 0) be->rmsnorm_gemm(np, gp);
+          else be->swiglu_gemm(sp, gp);
+          unsetenv("BASED_CORE_FUSE");
+          xs[fused] = download(be, xb, s.k, t);
+          ys[fused] = download(be, yb, s.n, out);
+        }
+        const std::string what = std::string(op ? "swiglu" : "rmsnorm") + "_gemm " + dname(t) + "->" +
+                                  dname(out) + " n" + std::to_string(s.n) + " k" + std::to_string(s.k);
+        CHECK(close(xs[1], xs[0], Tol{0, 0}, what + ": the op's output"));
+        CHECK(close(ys[1], ys[0], Tol{0, 0}, what + ": the gemm's output"));
       }
 }
 

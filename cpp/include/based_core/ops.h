@@ -314,6 +314,21 @@ class Backend {
   virtual void argmax(const ops::ArgmaxParams& p) = 0;
   virtual void sample(const ops::SampleParams& p) = 0;
 
+  /// rmsnorm(n) then gemm(g), for a gemm that reads the norm's output (g.x == n.y,
+  /// g.m == n.n_rows): the same results, both outputs written. A backend may run the
+  /// pair as one kernel (the CUDA one does for one-row decode steps, where the norm
+  /// alone is a launch as long as its work); the default runs the two ops.
+  virtual void rmsnorm_gemm(const ops::RmsNormParams& n, const ops::GemmParams& g) {
+    rmsnorm(n);
+    gemm(g);
+  }
+  /// swiglu(s) then gemm(g), for a gemm that reads the SwiGLU output (g.x == s.y,
+  /// g.m == s.n_tokens); as rmsnorm_gemm.
+  virtual void swiglu_gemm(const ops::SwigluParams& s, const ops::GemmParams& g) {
+    swiglu(s);
+    gemm(g);
+  }
+
   /// Records the work `fn` enqueues into a replayable graph (CUDA graphs) and
   /// returns its handle, without running it. Backends without graphs return
   /// nullptr and do not call fn; callers then simply run fn each time. Work in
