@@ -269,7 +269,7 @@ void CudaBackend::gemm(const ops::GemmParams& p) {
 }
 
 void CudaBackend::rmsnorm_gemm(const ops::RmsNormParams& n, const ops::GemmParams& g) {
-  if (n.n_rows == 1 && g.m == 1 && g.n > 0 && fuse_into_gemv(g) && gemv_rmsnorm_applies(n, g)) {
+  if (g.n > 0 && fuse_into_gemv(g) && gemv_rmsnorm_applies(n, g)) {  // one row (see gemv.cu)
     check_rmsnorm(n);
     check_gemm(g);
     ensure_device();
@@ -280,7 +280,7 @@ void CudaBackend::rmsnorm_gemm(const ops::RmsNormParams& n, const ops::GemmParam
 }
 
 void CudaBackend::swiglu_gemm(const ops::SwigluParams& s, const ops::GemmParams& g) {
-  if (s.n_tokens == 1 && g.m == 1 && g.n > 0 && fuse_into_gemv(g) && gemv_swiglu_applies(s, g)) {
+  if (g.n > 0 && fuse_into_gemv(g) && gemv_swiglu_applies(s, g)) {  // one row (see gemv.cu)
     check_swiglu(s);
     check_gemm(g);
     ensure_device();
