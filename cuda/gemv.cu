@@ -2,8 +2,11 @@
 // the kernel takes up to 8 rows), where cuBLASLt's split-K kernels plus reduce are
 // slower (bench/gemm_decode.py). One warp per output column streams that row of W
 // once with 16-byte loads and keeps all m dot products in registers. Launched with
-// PDL: a CTA prefetches its weight row into L2 before waiting for the kernel that
-// produces X.
+// PDL: for one row and k <= 4096 every lane loads all its chunks of the weight row into
+// registers before waiting for the kernel that produces X, so the row is in flight while
+// that kernel drains and arrives in one round trip (the loop below takes one per four
+// chunks: four for fc2's 3584-wide rows, in a grid of under two CTAs per SM); otherwise
+// a CTA prefetches the start of its weight rows into L2 before the wait.
 //
 // Fused input ops (one row): in a batch-1 step the RMSNorm before a projection and the
 // SwiGLU before fc2 are launches as long as their work (~2.5 us each, 3 per layer), so
@@ -11,6 +14,8 @@
 // L2) and CTA 0 also writes it where the op would have, so results and buffers are those
 // of the two separate ops.
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "common.cuh"
 #include "kernels.h"
@@ -79,7 +84,9 @@ __device__ void stage_swiglu(const XStage& st, int64_t k, T* xs) {
 // computes: Y[m, n] = (accumulate ? Y[m, n] : 0) + sum_k X[m, k] W[n, k] + bias[n] (GemmParams),
 // fp32 accumulation, for M <= kMaxRows rows; 16-bit X, W, bias; Y 16-bit (same) or fp32.
 // With FROM != Global (M == 1), X is first made in shared memory from `st` (see above).
-template <class T, class TO, int M, XFrom FROM>
+// NCH > 0: the weight row is held in NCH 16-byte chunks per lane (k <= 256 NCH); NCH == 0: the
+// loop. Both sum a lane's chunks in the same order, so their results are identical.
+template <class T, class TO, int M, XFrom FROM, int NCH>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(ops::GemmParams p, XStage st) {
   extern __shared__ __align__(16) unsigned char gemv_smem[];
   const int lane = threadIdx.x & 31;
@@ -87,9 +94,18 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(ops::GemmParams p, XStag
   pdl_trigger();
   const T* w = static_cast<const T*>(p.w) + (n < p.n ? n : 0) * p.k;
   // The weights are constant: start fetching this warp's row before the previous kernel ends.
+  uint4 wr[NCH > 0 ? NCH : 1];
+  if constexpr (NCH > 0) {
 #pragma unroll
-  for (int j = 0; j < 4; ++j)
-    if (int64_t(lane + 32 * j) * kVec < p.k) prefetch_l2(w + int64_t(lane + 32 * j) * kVec);
+    for (int c = 0; c < NCH; ++c) {
+      const int64_t kk = int64_t(lane + 32 * c) * kVec;
+      wr[c] = kk < p.k ? __ldg(reinterpret_cast<const uint4*>(w + kk)) : make_uint4(0u, 0u, 0u, 0u);
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      if (int64_t(lane + 32 * j) * kVec < p.k) prefetch_l2(w + int64_t(lane + 32 * j) * kVec);
+  }
   pdl_wait();
   const T* x = static_cast<const T*>(p.x);
   if constexpr (FROM != XFrom::Global) {
@@ -103,16 +119,36 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(ops::GemmParams p, XStag
   float acc[M];
 #pragma unroll
   for (int r = 0; r < M; ++r) acc[r] = 0.f;
-#pragma unroll 4
-  for (int64_t k = int64_t(lane) * kVec; k < p.k; k += 32 * kVec) {
-    float wv[kVec];
-    load_pack<T, kVec>(w + k, wv);
+  // acc[r] += this chunk of W (wv) . the same columns of X's row r
+  auto chunk = [&](const float (&wv)[kVec], int64_t k) {
 #pragma unroll
     for (int r = 0; r < M; ++r) {
       float xv[kVec];
       load_pack<T, kVec>(x + r * p.ldx + k, xv);
 #pragma unroll
       for (int i = 0; i < kVec; ++i) acc[r] = fmaf(wv[i], xv[i], acc[r]);
+    }
+  };
+  if constexpr (NCH > 0) {
+#pragma unroll
+    for (int c = 0; c < NCH; ++c) {
+      const int64_t k = int64_t(lane + 32 * c) * kVec;
+      if (k < p.k) {
+        Pack<T, kVec> pk;
+        static_assert(sizeof(pk) == sizeof(uint4), "a chunk is 16 bytes");
+        memcpy(&pk, &wr[c], sizeof(pk));
+        float wv[kVec];
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) wv[i] = to_f(pk.v[i]);
+        chunk(wv, k);
+      }
+    }
+  } else {
+#pragma unroll 4
+    for (int64_t k = int64_t(lane) * kVec; k < p.k; k += 32 * kVec) {
+      float wv[kVec];
+      load_pack<T, kVec>(w + k, wv);
+      chunk(wv, k);
     }
   }
 #pragma unroll
@@ -130,12 +166,34 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(ops::GemmParams p, XStag
   }
 }
 
+// Chunks per lane to hold a row of k elements in registers: 8 (k <= 2048) or 16 (k <= 4096; 64
+// registers); 0 = the loop, for longer rows, several rows, and with BASED_CORE_GEMV=loop (A/B).
+int row_chunks(const ops::GemmParams& p) {
+  const char* e = std::getenv("BASED_CORE_GEMV");
+  if (p.m != 1 || (e && std::strcmp(e, "loop") == 0)) return 0;
+  return p.k <= 8 * 32 * kVec ? 8 : p.k <= 16 * 32 * kVec ? 16 : 0;
+}
+
+/// gemv_kernel<T, TO, M, FROM, NCH> for the NCH that row_chunks picks.
+template <class T, class TO, int M, XFrom FROM>
+cudaError_t launch_chunks(const ops::GemmParams& p, const XStage& st, std::size_t smem, cudaStream_t stream) {
+  const unsigned grid = ceil_div(p.n, kWarps);
+  if constexpr (sizeof(T) != 2) {  // instantiated by the dtype dispatch, never launched (gemv_applies)
+    return launch_pdl(gemv_kernel<T, TO, M, FROM, 0>, grid, kThreads, smem, stream, p, st);
+  } else {
+    switch (M == 1 ? row_chunks(p) : 0) {
+      case 8: return launch_pdl(gemv_kernel<T, TO, M, FROM, 8>, grid, kThreads, smem, stream, p, st);
+      case 16: return launch_pdl(gemv_kernel<T, TO, M, FROM, 16>, grid, kThreads, smem, stream, p, st);
+      default: return launch_pdl(gemv_kernel<T, TO, M, FROM, 0>, grid, kThreads, smem, stream, p, st);
+    }
+  }
+}
+
 template <class T, class TO>
 cudaError_t launch_rows(const ops::GemmParams& p, cudaStream_t stream) {
-  const unsigned grid = ceil_div(p.n, kWarps);
   switch (p.m) {
 #define BC_GEMV_CASE(M) \
-  case M: return launch_pdl(gemv_kernel<T, TO, M, XFrom::Global>, grid, kThreads, 0, stream, p, XStage{});
+  case M: return launch_chunks<T, TO, M, XFrom::Global>(p, XStage{}, 0, stream);
     BC_GEMV_CASE(1) BC_GEMV_CASE(2) BC_GEMV_CASE(3) BC_GEMV_CASE(4)
     BC_GEMV_CASE(5) BC_GEMV_CASE(6) BC_GEMV_CASE(7) BC_GEMV_CASE(8)
 #undef BC_GEMV_CASE
@@ -150,11 +208,9 @@ cudaError_t launch_fused(const ops::GemmParams& p, const XStage& st, cudaStream_
     if constexpr (sizeof(T) != 2) {
       return cudaErrorInvalidValue;
     } else {
-      const unsigned grid = ceil_div(p.n, kWarps);
       const std::size_t smem = std::size_t(p.k) * sizeof(T);
-      if (p.out_dtype == DType::F32)
-        return launch_pdl(gemv_kernel<T, float, 1, FROM>, grid, kThreads, smem, stream, p, st);
-      return launch_pdl(gemv_kernel<T, T, 1, FROM>, grid, kThreads, smem, stream, p, st);
+      if (p.out_dtype == DType::F32) return launch_chunks<T, float, 1, FROM>(p, st, smem, stream);
+      return launch_chunks<T, T, 1, FROM>(p, st, smem, stream);
     }
   });
 }

@@ -256,7 +256,9 @@ TEST_CASE("gemm decode paths: gemv and cuBLASLt at 1..9 rows") {
   struct Shape {
     int m, n, k;
   };
-  const Shape shapes[] = {{1, 48, 32}, {1, 4112, 1056}, {2, 200, 96}, {5, 72, 264}, {8, 2064, 1056}, {9, 40, 160}};
+  // one row: k <= 2048 and k <= 4096 hold the weight row in registers, k = 4104 takes the loop
+  const Shape shapes[] = {{1, 48, 32},     {1, 4112, 1056}, {1, 1800, 3592}, {1, 72, 4104},
+                          {2, 200, 96},    {5, 72, 264},    {8, 2064, 1056}, {9, 40, 160}};
   for (const char* path : {"", "gemv", "cublaslt"})
     for (DType t : {DType::BF16, DType::F16})
       for (Shape s : shapes) {
@@ -270,6 +272,31 @@ TEST_CASE("gemm decode paths: gemv and cuBLASLt at 1..9 rows") {
                         std::to_string(s.m) + " n" + std::to_string(s.n) + " k" + std::to_string(s.k) +
                         " bias" + std::to_string(bias) + " acc" + std::to_string(acc),
                     &r.mag_terms));
+      }
+}
+
+// The one-row GEMV holds short weight rows in registers (loaded before its PDL wait);
+// BASED_CORE_GEMV=loop takes the loop for every k. Both sum each lane's chunks in the same
+// order: the outputs must be equal exactly.
+TEST_CASE("gemv: register-resident rows equal the loop exactly") {
+  NEED_GPU();
+  std::mt19937 g(17);
+  for (DType t : {DType::BF16, DType::F16})
+    for (int k : {8, 1032, 1792, 2048, 2056, 3584, 4096})
+      for (DType out : {t, DType::F32}) {
+        const int n = 264 + k / 8;
+        const GemmCase c{1, n, k, k, n, k % 3 == 0, out == DType::F32, t, out};
+        std::vector<float> got[2];
+        for (int loop = 0; loop < 2; ++loop) {
+          std::mt19937 g2 = g;  // the same operands for both paths
+          if (loop) setenv("BASED_CORE_GEMV", "loop", 1);
+          got[loop] = run_gemm(be, g2, c, "gemv").got;
+          unsetenv("BASED_CORE_GEMV");
+        }
+        g.discard(1);
+        CHECK(close(got[0], got[1], Tol{0, 0},
+                    "gemv " + dname(t) + "->" + dname(out) + " n" + std::to_string(n) + " k" + std::to_string(k) +
+                        ": registers vs loop"));
       }
 }
 
