@@ -178,10 +178,11 @@ int row_chunks(const ops::GemmParams& p) {
 template <class T, class TO, int M, XFrom FROM>
 cudaError_t launch_chunks(const ops::GemmParams& p, const XStage& st, std::size_t smem, cudaStream_t stream) {
   const unsigned grid = ceil_div(p.n, kWarps);
-  if constexpr (sizeof(T) != 2) {  // instantiated by the dtype dispatch, never launched (gemv_applies)
+  // fp32 T: instantiated by the dtype dispatch, never launched (gemv_applies); M > 1: the loop
+  if constexpr (sizeof(T) != 2 || M != 1) {
     return launch_pdl(gemv_kernel<T, TO, M, FROM, 0>, grid, kThreads, smem, stream, p, st);
   } else {
-    switch (M == 1 ? row_chunks(p) : 0) {
+    switch (row_chunks(p)) {
       case 8: return launch_pdl(gemv_kernel<T, TO, M, FROM, 8>, grid, kThreads, smem, stream, p, st);
       case 16: return launch_pdl(gemv_kernel<T, TO, M, FROM, 16>, grid, kThreads, smem, stream, p, st);
       default: return launch_pdl(gemv_kernel<T, TO, M, FROM, 0>, grid, kThreads, smem, stream, p, st);
