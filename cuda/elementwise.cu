@@ -58,6 +58,8 @@ __global__ void rmsnorm_kernel(const float* __restrict__ x, const int32_t* __res
 template <class T, int VEC>
 __global__ void swiglu_kernel(const T* __restrict__ u, int64_t ld_u, T* __restrict__ y,
                               int64_t ld_y, int64_t n) {
+  pdl_trigger();
+  pdl_wait();  // u is the fc1 GEMM's output
   const int64_t t = blockIdx.x;
   const int64_t i = (int64_t(blockIdx.y) * blockDim.x + threadIdx.x) * VEC;
   if (i >= n) return;
@@ -138,12 +140,11 @@ cudaError_t launch_swiglu(const ops::SwigluParams& p, cudaStream_t stream) {
     const int vec = pick_vec<T>({p.n, p.ld_u, p.ld_y}, {p.u, p.y});
     const dim3 grid(unsigned(p.n_tokens), ceil_div(p.n, int64_t(kThreads) * vec));
     switch (vec) {
-      case 8: swiglu_kernel<T, 8><<<grid, kThreads, 0, stream>>>(u, p.ld_u, y, p.ld_y, p.n); break;
-      case 4: swiglu_kernel<T, 4><<<grid, kThreads, 0, stream>>>(u, p.ld_u, y, p.ld_y, p.n); break;
-      case 2: swiglu_kernel<T, 2><<<grid, kThreads, 0, stream>>>(u, p.ld_u, y, p.ld_y, p.n); break;
-      default: swiglu_kernel<T, 1><<<grid, kThreads, 0, stream>>>(u, p.ld_u, y, p.ld_y, p.n); break;
+      case 8: return launch_pdl(swiglu_kernel<T, 8>, grid, kThreads, 0, stream, u, p.ld_u, y, p.ld_y, p.n);
+      case 4: return launch_pdl(swiglu_kernel<T, 4>, grid, kThreads, 0, stream, u, p.ld_u, y, p.ld_y, p.n);
+      case 2: return launch_pdl(swiglu_kernel<T, 2>, grid, kThreads, 0, stream, u, p.ld_u, y, p.ld_y, p.n);
+      default: return launch_pdl(swiglu_kernel<T, 1>, grid, kThreads, 0, stream, u, p.ld_u, y, p.ld_y, p.n);
     }
-    return cudaGetLastError();
   });
 }
 

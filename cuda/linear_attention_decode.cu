@@ -69,6 +69,10 @@ __global__ void __launch_bounds__(kThreads, 2) la_decode_kernel(LaDecodeArgs a) 
   };
   if (rp < RP) load_rows(rp);
   const float z_old = tid < D ? z[tid] : 0.f;
+  // Launched with PDL: everything above (slot ids from the host, this layer's state, last
+  // written by this kernel in an earlier step) is final before the in_proj GEMM ends; q, k, v
+  // are that GEMM's output.
+  pdl_wait();
 
   if (tid < f) {
     qf[tid] = to_f(static_cast<const T*>(a.q)[i * a.ld_q + int64_t(h) * f + tid]);
@@ -143,8 +147,7 @@ cudaError_t launch_la_decode(const ops::LaDecodeParams& p, cudaStream_t stream) 
   return dispatch_act_dtype(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     const dim3 grid(unsigned(p.n_tokens), unsigned(s.heads));
-    la_decode_kernel<T><<<grid, kThreads, 0, stream>>>(a);
-    return cudaGetLastError();
+    return launch_pdl(la_decode_kernel<T>, grid, kThreads, 0, stream, a);
   });
 }
 

@@ -71,13 +71,18 @@ __global__ void conv_decode_kernel(const T* __restrict__ u, int64_t ld_u, const 
                                    const int32_t* __restrict__ slots, float* __restrict__ tail) {
   pdl_trigger();  // the out_proj GEMM may launch early (it waits for this kernel)
   const int64_t c = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
-  if (c >= C) return;
   const int64_t i = blockIdx.x;
   float* tl = tail + int64_t(slots[i]) * 2 * C;
-  const float am2 = tl[c], am1 = tl[C + c];
+  // Launched with PDL: the tail (written by this kernel in earlier steps) and the weights are
+  // final before the in_proj GEMM producing u ends.
+  const float am2 = c < C ? tl[c] : 0.f, am1 = c < C ? tl[C + c] : 0.f;
+  const float w0 = c < C ? to_f(w[c * 3 + 0]) : 0.f, w1 = c < C ? to_f(w[c * 3 + 1]) : 0.f,
+              w2 = c < C ? to_f(w[c * 3 + 2]) : 0.f;
+  pdl_wait();
+  if (c >= C) return;
   const float a = to_f(u[i * ld_u + c]);
   const float g = to_f(u[i * ld_u + C + c]);
-  const float cv = to_f(w[c * 3 + 0]) * am2 + to_f(w[c * 3 + 1]) * am1 + to_f(w[c * 3 + 2]) * a;
+  const float cv = w0 * am2 + w1 * am1 + w2 * a;
   y[i * ld_y + c] = from_f<T>(silu(cv) * g);
   tl[c] = am1;
   tl[C + c] = a;
@@ -108,10 +113,8 @@ cudaError_t launch_conv_decode(const ops::ConvDecodeParams& p, cudaStream_t stre
   return dispatch_act_dtype(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     const dim3 grid(unsigned(p.n_tokens), ceil_div(p.channels, kThreads));
-    conv_decode_kernel<T><<<grid, kThreads, 0, stream>>>(
-        static_cast<const T*>(p.u), p.ld_u, static_cast<const T*>(p.weight), static_cast<T*>(p.y),
-        p.ld_y, p.channels, p.slots, p.tail);
-    return cudaGetLastError();
+    return launch_pdl(conv_decode_kernel<T>, grid, kThreads, 0, stream, static_cast<const T*>(p.u), p.ld_u,
+                      static_cast<const T*>(p.weight), static_cast<T*>(p.y), p.ld_y, p.channels, p.slots, p.tail);
   });
 }
 

@@ -51,6 +51,23 @@ __global__ void __launch_bounds__(kThreads) swa_decode_kernel(SwaDecodeArgs a) {
   T* ring_k = static_cast<T*>(a.ring_k) + slot * a.ring * H * int64_t(hd);
   T* ring_v = static_cast<T*>(a.ring_v) + slot * a.ring * H * int64_t(hd);
   const int tid = threadIdx.x;
+  const int nk = int(p < a.window ? p : a.window) + 1;
+  const int64_t j0 = p - nk + 1;
+
+  // Launched with PDL: the ring rows of earlier positions (written by this kernel in earlier
+  // steps) are final before the in_proj GEMM producing q, k, v ends; start pulling the ones
+  // this step reads into L2 meanwhile. Thread t takes line t & 1 of key row t / 2 (rows of
+  // hd <= 128 16-bit elements span at most 3 lines; the third comes with the loads).
+  {
+    const int row_bytes = hd * int(sizeof(T));
+    for (int t = tid; t < 2 * (nk - 1); t += kThreads) {
+      const int64_t off = (((j0 + t / 2) % a.ring) * H + h) * int64_t(hd);
+      const int b = (t & 1) ? row_bytes - 1 : 0;
+      prefetch_l2(reinterpret_cast<const char*>(ring_k + off) + b);
+      prefetch_l2(reinterpret_cast<const char*>(ring_v + off) + b);
+    }
+  }
+  pdl_wait();
 
   {
     const int64_t r = ((p % a.ring) * H + h) * int64_t(hd);
@@ -63,8 +80,6 @@ __global__ void __launch_bounds__(kThreads) swa_decode_kernel(SwaDecodeArgs a) {
   }
   __syncthreads();  // the new ring row and qs are visible to the whole CTA
 
-  const int nk = int(p < a.window ? p : a.window) + 1;
-  const int64_t j0 = p - nk + 1;
   for (int kk = tid; kk < nk; kk += kThreads) {
     const T* kr = ring_k + (((j0 + kk) % a.ring) * H + h) * int64_t(hd);
     float acc = 0.f;
@@ -138,10 +153,8 @@ cudaError_t launch_swa_decode(const ops::SwaDecodeParams& p, cudaStream_t stream
     const dim3 grid(unsigned(p.n_tokens), unsigned(s.heads));
     constexpr int vec = int(16 / sizeof(T));
     if (s.head_dim % vec == 0 && aligned_to(p.ring_k, 16) && aligned_to(p.ring_v, 16))
-      swa_decode_kernel<T, vec><<<grid, kThreads, smem, stream>>>(a);
-    else
-      swa_decode_kernel<T, 1><<<grid, kThreads, smem, stream>>>(a);
-    return cudaGetLastError();
+      return launch_pdl(swa_decode_kernel<T, vec>, grid, kThreads, smem, stream, a);
+    return launch_pdl(swa_decode_kernel<T, 1>, grid, kThreads, smem, stream, a);
   });
 }
 
