@@ -352,32 +352,18 @@ cudaError_t launch_la_prefill_tc(const ops::LaPrefillParams& p, cudaStream_t str
   *handled = true;
   ChunkArgs a = chunk_args(p);
   a.nw = sh.head_dim / 16;
-
-  const int64_t rows = int64_t(sh.heads) * p.n_seqs;
   const int per_sm = a.nw <= kMinWarps ? 2 : 1;  // resident CTAs per SM (registers, smem)
-  const SegmentPlan plan = plan_segments(p.n_tokens, kC, rows, per_sm, workspace, workspace_bytes,
-                                         la_prefill_tc_segment_bytes(rows, sh.head_dim));
-  const int n_seg = plan.n_seg;
-  a.seg_len = plan.seg_len;
-  a.n_seg = n_seg;
-  a.ws = static_cast<float*>(workspace);
-
+  const std::size_t seg_bytes = la_prefill_tc_segment_bytes(int64_t(sh.heads) * p.n_seqs, sh.head_dim);
   return dispatch_act_dtype(p.dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
     if constexpr (std::is_same<T, float>::value) {
       return cudaErrorInvalidValue;
     } else {
-      cudaError_t e;
-      if (n_seg > 1) {
-        ChunkArgs d = a;
-        assign_units(a.nw, true, d.units);
-        e = launch_tc_any<T, true>(d, dim3(unsigned(n_seg - 1), unsigned(sh.heads), unsigned(p.n_seqs)), stream);
-        if (e != cudaSuccess) return e;
-        e = launch_la_chunk_scan(a, p.n_seqs, stream);
-        if (e != cudaSuccess) return e;
-      }
-      assign_units(a.nw, false, a.units);
-      return launch_tc_any<T, false>(a, dim3(unsigned(n_seg), unsigned(sh.heads), unsigned(p.n_seqs)), stream);
+      return launch_segmented(
+          a, p, per_sm, seg_bytes, workspace, workspace_bytes,
+          [&](bool delta, unsigned* units) { assign_units(a.nw, delta, units); },
+          [&](const ChunkArgs& c, dim3 grid, auto delta) { return launch_tc_any<T, decltype(delta)::value>(c, grid, stream); },
+          stream);
     }
   });
 }

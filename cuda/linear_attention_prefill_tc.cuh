@@ -6,10 +6,12 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include "kernels.h"
 #include "linear_attention_common.cuh"
+#include "linear_attention_prefill_plan.h"
 #include "mma_ptx.cuh"
 
 namespace based_core {
@@ -85,6 +87,34 @@ inline ChunkArgs chunk_args(const ops::LaPrefillParams& p) {
 /// Turns ws[s] (segment s's state contribution, s < n_seg - 1) into segment s's prefix state
 /// (the incoming state plus segments 0..s-1) for n_seqs sequences (linear_attention_prefill_tc.cu).
 cudaError_t launch_la_chunk_scan(const ChunkArgs& a, int64_t n_seqs, cudaStream_t stream);
+
+/// The launch sequence both tensor-core prefills share. Plans the segments (plan_segments:
+/// `per_sm` resident CTAs, `seg_row_bytes` of workspace per segment); with one segment runs the
+/// output pass alone; with more, first a delta pass over segments 0..n_seg-2 (each one's state
+/// contribution into the workspace) and the scan that makes those each segment's start state.
+/// `assign(delta, units)` picks the warps' generation units for a pass; `pass(args, grid,
+/// std::bool_constant<DELTA>{})` launches it.
+template <class Assign, class Pass>
+cudaError_t launch_segmented(ChunkArgs a, const ops::LaPrefillParams& p, int per_sm, std::size_t seg_row_bytes,
+                             void* workspace, std::size_t workspace_bytes, Assign&& assign, Pass&& pass,
+                             cudaStream_t stream) {
+  const int64_t rows = int64_t(p.shape.heads) * p.n_seqs;
+  const SegmentPlan plan = plan_segments(p.n_tokens, kC, rows, per_sm, workspace, workspace_bytes, seg_row_bytes);
+  a.seg_len = plan.seg_len;
+  a.n_seg = plan.n_seg;
+  a.ws = static_cast<float*>(workspace);
+  const unsigned heads = unsigned(p.shape.heads), seqs = unsigned(p.n_seqs);
+  if (a.n_seg > 1) {
+    ChunkArgs d = a;
+    assign(true, d.units);
+    cudaError_t e = pass(d, dim3(unsigned(a.n_seg - 1), heads, seqs), std::true_type{});
+    if (e != cudaSuccess) return e;
+    e = launch_la_chunk_scan(a, p.n_seqs, stream);
+    if (e != cudaSuccess) return e;
+  }
+  assign(false, a.units);
+  return pass(a, dim3(unsigned(a.n_seg), heads, seqs), std::false_type{});
+}
 
 // ---- PTX wrappers (more in mma_ptx.cuh) ----
 __device__ __forceinline__ void ldsm2(const void* p, uint32_t& r0, uint32_t& r1) {

@@ -607,34 +607,21 @@ cudaError_t launch_la_prefill_wg(const ops::LaPrefillParams& p, cudaStream_t str
   const int nwg = sh.head_dim <= 64 ? 1 : 2, nw = 4 * nwg;
   ChunkArgs a = latc::chunk_args(p);
   a.nw = nw;
-
-  const int64_t rows = int64_t(sh.heads) * p.n_seqs;
   const int per_sm = nwg == 1 ? 2 : 1;  // resident CTAs per SM (registers, shared memory)
-  const SegmentPlan plan = plan_segments(p.n_tokens, kC, rows, per_sm, workspace, workspace_bytes,
-                                         la_prefill_wg_segment_bytes(rows, sh.head_dim));
-  const int n_seg = plan.n_seg;
-  a.seg_len = plan.seg_len;
-  a.n_seg = n_seg;
-  a.ws = static_cast<float*>(workspace);
-
+  const std::size_t seg_bytes = la_prefill_wg_segment_bytes(int64_t(sh.heads) * p.n_seqs, sh.head_dim);
   return dispatch_act_dtype(p.dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
     if constexpr (std::is_same<T, float>::value) {
       return cudaErrorInvalidValue;
     } else {
-      cudaError_t e;
-      const dim3 grid(unsigned(n_seg), unsigned(sh.heads), unsigned(p.n_seqs));
-      if (n_seg > 1) {
-        ChunkArgs d = a;
-        assign_units(nw, true, d.units);
-        const dim3 gd(unsigned(n_seg - 1), unsigned(sh.heads), unsigned(p.n_seqs));
-        e = nwg == 1 ? launch_wg<T, true, 1>(d, gd, stream) : launch_wg<T, true, 2>(d, gd, stream);
-        if (e != cudaSuccess) return e;
-        e = latc::launch_la_chunk_scan(a, p.n_seqs, stream);
-        if (e != cudaSuccess) return e;
-      }
-      assign_units(nw, false, a.units);
-      return nwg == 1 ? launch_wg<T, false, 1>(a, grid, stream) : launch_wg<T, false, 2>(a, grid, stream);
+      return latc::launch_segmented(
+          a, p, per_sm, seg_bytes, workspace, workspace_bytes,
+          [&](bool delta, unsigned* units) { assign_units(nw, delta, units); },
+          [&](const ChunkArgs& c, dim3 grid, auto delta) {
+            constexpr bool kDelta = decltype(delta)::value;
+            return nwg == 1 ? launch_wg<T, kDelta, 1>(c, grid, stream) : launch_wg<T, kDelta, 2>(c, grid, stream);
+          },
+          stream);
     }
   });
 }
