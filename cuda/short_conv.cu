@@ -20,6 +20,13 @@ constexpr int kTokRows = 8;    // ... by 8 tokens (y)
 // threads overlap (staging the rows in shared memory behind a barrier was slower on the H100:
 // 33 vs 23 us for based-1b's 2048 x 3584 channels). Tokens 0 and 1 read the old tail; block row
 // 0 writes the new one once all its threads have read it (only block row 0 touches the tail).
+// The three-tap sum with its rounding spelled out: prefill and decode must give the same bits
+// for the same token (tests compare them exactly), and leaving the contraction to the compiler
+// gave them different FMA orders once the decode kernel's operands were loaded before pdl_wait.
+__device__ __forceinline__ float conv3(float w0, float w1, float w2, float am2, float am1, float a) {
+  return fmaf(w2, a, fmaf(w1, am1, w0 * am2));
+}
+
 template <class T, int V>
 __global__ void __launch_bounds__(kChanVecs* kTokRows) conv_prefill_kernel(
     const T* __restrict__ u, int64_t ld_u, const T* __restrict__ w, T* __restrict__ y, int64_t ld_y, int64_t C,
@@ -45,7 +52,7 @@ __global__ void __launch_bounds__(kChanVecs* kTokRows) conv_prefill_kernel(
       for (int j = 0; j < 3; ++j) load_pack<T, V>(w + c * 3 + j * V, wt + j * V);
       float out[V];
 #pragma unroll
-      for (int i = 0; i < V; ++i) out[i] = silu(wt[3 * i] * a2[i] + wt[3 * i + 1] * a1[i] + wt[3 * i + 2] * a0[i]) * g[i];
+      for (int i = 0; i < V; ++i) out[i] = silu(conv3(wt[3 * i], wt[3 * i + 1], wt[3 * i + 2], a2[i], a1[i], a0[i])) * g[i];
       store_pack<T, V>(y + t * ld_y + c, out);
     }
     if (tb == 0) {
@@ -82,7 +89,7 @@ __global__ void conv_decode_kernel(const T* __restrict__ u, int64_t ld_u, const 
   if (c >= C) return;
   const float a = to_f(u[i * ld_u + c]);
   const float g = to_f(u[i * ld_u + C + c]);
-  const float cv = w0 * am2 + w1 * am1 + w2 * a;
+  const float cv = conv3(w0, w1, w2, am2, am1, a);
   y[i * ld_y + c] = from_f<T>(silu(cv) * g);
   tl[c] = am1;
   tl[C + c] = a;
