@@ -54,6 +54,53 @@ __global__ void rmsnorm_kernel(const float* __restrict__ x, const int32_t* __res
   }
 }
 
+// computes: the same as rmsnorm_kernel, bit for bit (same chunks per thread, same order), for
+// dim <= NC * VEC * kThreads: the weight chunks are loaded before pdl_wait (weights are never
+// written while decoding, so they may stream while the previous kernel drains) and the row is
+// read once into registers; the loop kernel reads the weight only after the reduction, one
+// more dependent memory round trip per launch (~2.7 us launches of 64-row decode steps).
+template <class T, int VEC, int NC>
+__global__ void rmsnorm_reg_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows,
+                                   const T* __restrict__ weight, T* __restrict__ y, int64_t dim,
+                                   float eps) {
+  __shared__ float scratch[33];
+  pdl_trigger();
+  float w[NC][VEC], v[NC][VEC];
+#pragma unroll
+  for (int c = 0; c < NC; ++c) {
+    const int64_t d = (int64_t(c) * kThreads + threadIdx.x) * VEC;
+    if (d < dim) load_pack<T, VEC>(weight + d, w[c]);
+  }
+  pdl_wait();
+  const int64_t i = blockIdx.x;
+  const int64_t r = rows ? int64_t(rows[i]) : i;
+  const float* src = x + r * dim;
+  float ss = 0.f;
+#pragma unroll
+  for (int c = 0; c < NC; ++c) {
+    const int64_t d = (int64_t(c) * kThreads + threadIdx.x) * VEC;
+    if (d < dim) {
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) v[c][k] = src[d + k];
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) ss += v[c][k] * v[c][k];
+    }
+  }
+  const float total = block_sum(ss, scratch);
+  const float inv = rsqrtf(total / float(dim) + eps);
+  T* dst = y + i * dim;
+#pragma unroll
+  for (int c = 0; c < NC; ++c) {
+    const int64_t d = (int64_t(c) * kThreads + threadIdx.x) * VEC;
+    if (d < dim) {
+      float o[VEC];
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) o[k] = v[c][k] * inv * w[c][k];
+      store_pack<T, VEC>(dst + d, o);
+    }
+  }
+}
+
 // computes: y[t, i] = u[t, i] * SiLU(u[t, n + i])  (SPEC 2.4: value first, gate second).
 template <class T, int VEC>
 __global__ void swiglu_kernel(const T* __restrict__ u, int64_t ld_u, T* __restrict__ y,
@@ -125,6 +172,8 @@ cudaError_t launch_rmsnorm(const ops::RmsNormParams& p, cudaStream_t stream) {
     int vec = pick_vec<T>({p.dim}, {p.weight, p.y});
     if (vec > 4) vec = 4;
     const dim3 grid(unsigned(p.n_rows));
+    if (vec == 4 && p.dim <= 2 * 4 * kThreads)  // d_model <= 2048: the row in registers
+      return launch_pdl(rmsnorm_reg_kernel<T, 4, 2>, grid, kThreads, 0, stream, p.x, p.rows, w, y, p.dim, p.eps);
     if (vec == 4) return launch_pdl(rmsnorm_kernel<T, 4>, grid, kThreads, 0, stream, p.x, p.rows, w, y, p.dim, p.eps);
     if (vec == 2) return launch_pdl(rmsnorm_kernel<T, 2>, grid, kThreads, 0, stream, p.x, p.rows, w, y, p.dim, p.eps);
     return launch_pdl(rmsnorm_kernel<T, 1>, grid, kThreads, 0, stream, p.x, p.rows, w, y, p.dim, p.eps);

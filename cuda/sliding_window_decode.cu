@@ -8,6 +8,9 @@
 // Latency matters more than bandwidth here (a few KB per CTA): every thread scores whole keys
 // with 16-byte loads, and for o the CTA splits into groups of hd/VEC threads that each take
 // every G-th key for a 16-byte column chunk, so that all loads of a phase are in flight at once.
+// At most 32 registers (__launch_bounds__ min 8 CTAs per SM): a 64-row based-1b step is 1024
+// CTAs, one wave of 8 per SM on 132 SMs; at the 40 registers ptxas chose otherwise, 6 per SM
+// fit and the step took two waves of this latency-bound kernel.
 #include "kernels.h"
 #include "sliding_window_common.cuh"
 
@@ -34,7 +37,7 @@ struct SwaDecodeArgs {
 // computes: ring[p % R] <- (rot_p(k_i), v_i); o_i = sum_{j=max(0,p-w)}^{p} softmax_j(rot_p(q_i) .
 // k_j * scale) v_j over the ring rows of slot slots[i] (SPEC 2.2, decode). VEC elements per load.
 template <class T, int VEC>
-__global__ void __launch_bounds__(kThreads) swa_decode_kernel(SwaDecodeArgs a) {
+__global__ void __launch_bounds__(kThreads, 8) swa_decode_kernel(SwaDecodeArgs a) {
   extern __shared__ __align__(16) float smem[];
   __shared__ __align__(16) float red[kRedFloats];
   __shared__ float scratch[33];

@@ -31,7 +31,7 @@ TEST_CASE("rmsnorm with and without row gather") {
   NEED_GPU();
   std::mt19937 g(2);
   for (DType t : kDtypes)
-    for (int dim : {64, 1024, 1792, 33})
+    for (int dim : {64, 1024, 1792, 33, 2048, 2052, 4100})  // <= 2048 in registers, the loop above
       for (int gather : {0, 1}) {
         const int src_rows = 70, n = gather ? 5 : 64;
         const auto x = rnd(g, std::size_t(src_rows) * dim, 3.f, DType::F32);
