@@ -6,8 +6,6 @@
 // expects.
 #include "gemm_cublaslt.h"
 
-#include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "based_core/error.h"
@@ -82,7 +80,7 @@ void GemmCublasLt::destroy(Plan& plan) noexcept {
 }
 
 bool GemmCublasLt::try_plan(const ops::GemmParams& p, const Key& key, bool bias_epilogue,
-                            uint32_t reduction_schemes, Plan* out) {
+                            Plan* out) {
   Plan plan;
   cublasLtMatmulPreference_t pref = nullptr;
   try {
@@ -121,8 +119,6 @@ bool GemmCublasLt::try_plan(const ops::GemmParams& p, const Key& key, bool bias_
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_y, sizeof(al_y)));
     BASED_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_y, sizeof(al_y)));
-    BASED_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &reduction_schemes, sizeof(reduction_schemes)));
 
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
@@ -149,45 +145,28 @@ bool GemmCublasLt::try_plan(const ops::GemmParams& p, const Key& key, bool bias_
 
 GemmCublasLt::Plan GemmCublasLt::make_plan(const ops::GemmParams& p, const Key& key) {
   Plan plan;
-  // Decode-sized GEMMs into the fp32 residual split K over CTAs; by default cuBLASLt then adds
-  // the parts in a separate reduce kernel (one more launch, ~2 us, per such GEMM: ~60 per
-  // based-1b step). Its in-place scheme adds them into the output itself (deterministically,
-  // in order, through counters), so try that first; BASED_CORE_SPLITK=any restores the default.
-  const char* env = std::getenv("BASED_CORE_SPLITK");
-  const bool inplace = p.out_dtype == DType::F32 && p.m <= 256 && !(env && std::strcmp(env, "any") == 0);
-  for (uint32_t schemes : {uint32_t(CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_INPLACE),
-                           uint32_t(CUBLASLT_REDUCTION_SCHEME_MASK)}) {
-    if (!inplace && schemes != CUBLASLT_REDUCTION_SCHEME_MASK) continue;
-    if (make_plan_with(p, key, schemes, &plan)) return plan;
-  }
-  throw CudaError("gemm: cuBLASLt found no algorithm for m=" + std::to_string(p.m) +
-                  " n=" + std::to_string(p.n) + " k=" + std::to_string(p.k) +
-                  " ldx=" + std::to_string(p.ldx) + " ldy=" + std::to_string(p.ldy) + " " +
-                  dtype_name(p.in_dtype) + " -> " + dtype_name(p.out_dtype));
-}
-
-bool GemmCublasLt::make_plan_with(const ops::GemmParams& p, const Key& key, uint32_t schemes, Plan* out) {
-  Plan plan;
   // A bias through the epilogue first; if no algorithm supports it for this dtype pair
   // (a 16-bit bias with an fp32 output), plain matmul plus a bias kernel.
   if (p.bias) {
     try {
-      if (try_plan(p, key, true, schemes, out)) return true;
+      if (try_plan(p, key, true, &plan)) return plan;
     } catch (const CudaError&) {
       // this cuBLASLt rejects the bias type: fall through to the bias kernel
     }
   }
-  if (try_plan(p, key, false, schemes, &plan)) {
+  if (try_plan(p, key, false, &plan)) {
     plan.bias_kernel = p.bias != nullptr;
     if (plan.bias_kernel && p.out_dtype != DType::F32) {
       destroy(plan);
       throw CudaError(std::string("gemm: cuBLASLt has no bias epilogue for ") +
                       dtype_name(p.in_dtype) + " -> " + dtype_name(p.out_dtype));
     }
-    *out = plan;
-    return true;
+    return plan;
   }
-  return false;
+  throw CudaError("gemm: cuBLASLt found no algorithm for m=" + std::to_string(p.m) +
+                  " n=" + std::to_string(p.n) + " k=" + std::to_string(p.k) +
+                  " ldx=" + std::to_string(p.ldx) + " ldy=" + std::to_string(p.ldy) + " " +
+                  dtype_name(p.in_dtype) + " -> " + dtype_name(p.out_dtype));
 }
 
 void GemmCublasLt::run(const ops::GemmParams& p) {

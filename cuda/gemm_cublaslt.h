@@ -41,9 +41,7 @@ class GemmCublasLt {
 
   Plan make_plan(const ops::GemmParams& p, const Key& key);
   /// Returns false (and frees what it made) when cuBLASLt offers no algorithm.
-  /// A plan with cuBLASLt's split-K reduction schemes limited to `schemes`; false if none fits.
-  bool make_plan_with(const ops::GemmParams& p, const Key& key, uint32_t schemes, Plan* plan);
-  bool try_plan(const ops::GemmParams& p, const Key& key, bool bias_epilogue, uint32_t reduction_schemes, Plan* plan);
+  bool try_plan(const ops::GemmParams& p, const Key& key, bool bias_epilogue, Plan* plan);
   static void destroy(Plan& plan) noexcept;
 
   cublasLtHandle_t handle_ = nullptr;
