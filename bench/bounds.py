@@ -41,7 +41,7 @@ CLASSES: List[Tuple[str, str]] = [
     ("conv", r"conv_(decode|prefill)_kernel"),
     ("GEMV (1 row)", r"(?<![a-z0-9])gemv_kernel"),
     ("split-K reduce", r"splitKreduce|split_k_reduce"),
-    ("rmsnorm", r"rmsnorm_kernel"),
+    ("rmsnorm", r"rmsnorm_(reg_)?kernel"),
     ("swiglu", r"swiglu_kernel"),
     ("bias add", r"add_bias_kernel"),
     ("embedding", r"embedding_kernel"),

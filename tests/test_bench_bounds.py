@@ -22,6 +22,7 @@ NS = "void based_core::cuda::(anonymous namespace)::"
     (NS + "gemv_kernel<__nv_bfloat16, float, 1>(based_core::ops::GemmParams)", "GEMV (1 row)"),
     (NS + "argmax_split_kernel(float const*, long, long, int)", "argmax / sampling"),
     (NS + "rmsnorm_kernel<__nv_bfloat16>(RmsArgs)", "rmsnorm"),
+    (NS + "rmsnorm_reg_kernel<__nv_bfloat16, 4, 2>(const float *)", "rmsnorm"),
     ("nvjet_tst_64x8_64x16_2x1_v_bz_splitK_TNT", "cuBLASLt GEMM"),
     ("void cublasLt::splitKreduce_kernel<32, 16, int, float, float, float>(...)", "split-K reduce"),
     ("void at::native::vectorized_elementwise_kernel<4, ...>", "other"),
