@@ -80,6 +80,21 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   return scratch[32];
 }
 
+/// Max over the block, as block_sum (two __syncthreads, `scratch` >= 33 floats).
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  v = warp_max(v);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    float m = lane < nwarps ? scratch[lane] : -INFINITY;
+    m = warp_max(m);
+    if (lane == 0) scratch[32] = m;
+  }
+  __syncthreads();
+  return scratch[32];
+}
+
 // ---- programmatic dependent launch (PDL, sm_90+) ----
 // A decode step is a chain of short weight-streaming kernels; with PDL the next kernel's CTAs
 // start while the previous one drains and prefetch their weights, hiding the ramp-up and

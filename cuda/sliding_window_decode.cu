@@ -11,6 +11,9 @@
 // At most 32 registers (__launch_bounds__ min 8 CTAs per SM): a 64-row based-1b step is 1024
 // CTAs, one wave of 8 per SM on 132 SMs; at the 40 registers ptxas chose otherwise, 6 per SM
 // fit and the step took two waves of this latency-bound kernel.
+#include <cstdlib>
+#include <cstring>
+
 #include "kernels.h"
 #include "sliding_window_common.cuh"
 
@@ -36,7 +39,12 @@ struct SwaDecodeArgs {
 
 // computes: ring[p % R] <- (rot_p(k_i), v_i); o_i = sum_{j=max(0,p-w)}^{p} softmax_j(rot_p(q_i) .
 // k_j * scale) v_j over the ring rows of slot slots[i] (SPEC 2.2, decode). VEC elements per load.
-template <class T, int VEC>
+// kCoalesced: scores by groups of hd/VEC threads that each take one 16-byte chunk of a key
+// (a group reads a key row in one coalesced transaction; partial dots go to shared memory,
+// one thread per key adds them) and a block-wide max. Otherwise one thread per key reads
+// its whole row (each warp load touched 32 rows, half a sector each: ncu counted 32% excess
+// sectors on a based-1b B64 step) and every thread scans all scores for the max.
+template <class T, int VEC, bool kCoalesced>
 __global__ void __launch_bounds__(kThreads, 8) swa_decode_kernel(SwaDecodeArgs a) {
   extern __shared__ __align__(16) float smem[];
   __shared__ __align__(16) float red[kRedFloats];
@@ -83,23 +91,52 @@ __global__ void __launch_bounds__(kThreads, 8) swa_decode_kernel(SwaDecodeArgs a
   }
   __syncthreads();  // the new ring row and qs are visible to the whole CTA
 
-  for (int kk = tid; kk < nk; kk += kThreads) {
-    const T* kr = ring_k + (((j0 + kk) % a.ring) * H + h) * int64_t(hd);
-    float acc = 0.f;
-#pragma unroll 8
-    for (int c = 0; c < hd; c += VEC) {
-      float kv[VEC];
-      load_pack<T, VEC>(kr + c, kv);
-#pragma unroll
-      for (int e = 0; e < VEC; ++e) acc = fmaf(qs[c + e], kv[e], acc);
-    }
-    sc[kk] = acc;
-  }
-  __syncthreads();
-
+  const int cpr = hd / VEC;          // column chunks per row
+  const int groups = kThreads / cpr;  // key groups
+  const int ch = tid % cpr, grp = tid / cpr;
   float mx = -INFINITY;
-  for (int kk = 0; kk < nk; ++kk) mx = fmaxf(mx, sc[kk]);
-  __syncthreads();  // everyone has read the raw scores
+  if constexpr (kCoalesced) {
+    const int cps = cpr | 1;          // odd row stride: the per-key sums read without bank conflicts
+    float* part = sc + a.window + 1;  // [nk][cps] partial dot products
+    if (grp < groups) {
+      float qv[VEC];
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) qv[e] = qs[ch * VEC + e];
+#pragma unroll 4
+      for (int kk = grp; kk < nk; kk += groups) {
+        float kv[VEC];
+        load_pack<T, VEC>(ring_k + (((j0 + kk) % a.ring) * H + h) * int64_t(hd) + ch * VEC, kv);
+        float acc = 0.f;
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) acc = fmaf(qv[e], kv[e], acc);
+        part[kk * cps + ch] = acc;
+      }
+    }
+    __syncthreads();
+    for (int kk = tid; kk < nk; kk += kThreads) {
+      float s = 0.f;
+      for (int c = 0; c < cpr; ++c) s += part[kk * cps + c];
+      sc[kk] = s;
+      mx = fmaxf(mx, s);
+    }
+    mx = block_max(mx, scratch);  // its barriers also publish sc[]
+  } else {
+    for (int kk = tid; kk < nk; kk += kThreads) {
+      const T* kr = ring_k + (((j0 + kk) % a.ring) * H + h) * int64_t(hd);
+      float acc = 0.f;
+#pragma unroll 8
+      for (int c = 0; c < hd; c += VEC) {
+        float kv[VEC];
+        load_pack<T, VEC>(kr + c, kv);
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) acc = fmaf(qs[c + e], kv[e], acc);
+      }
+      sc[kk] = acc;
+    }
+    __syncthreads();
+    for (int kk = 0; kk < nk; ++kk) mx = fmaxf(mx, sc[kk]);
+    __syncthreads();  // everyone has read the raw scores
+  }
   float ls = 0.f;
   for (int kk = tid; kk < nk; kk += kThreads) {
     const float pj = exp2f(sc[kk] - mx);
@@ -108,9 +145,6 @@ __global__ void __launch_bounds__(kThreads, 8) swa_decode_kernel(SwaDecodeArgs a
   }
   const float inv = 1.f / block_sum(ls, scratch);  // block_sum also publishes sc[]
 
-  const int cpr = hd / VEC;          // column chunks per row
-  const int groups = kThreads / cpr;  // key groups
-  const int ch = tid % cpr, grp = tid / cpr;
   if (grp < groups) {
     float acc[VEC];
 #pragma unroll
@@ -148,6 +182,11 @@ cudaError_t launch_swa_decode(const ops::SwaDecodeParams& p, cudaStream_t stream
     return cudaErrorInvalidValue;
   const int smem = int(sizeof(float)) * (s.head_dim + s.window + 1);
   if (smem > 32 * 1024) return cudaErrorInvalidValue;
+  // the coalesced score phase adds [window + 1][chunks per row, odd] partial sums
+  const int vec16 = 16 / dtype_size(p.dtype);
+  const int smem_c = smem + int(sizeof(float)) * (s.window + 1) * ((s.head_dim / vec16) | 1);
+  const char* env = std::getenv("BASED_CORE_SWA_DECODE");
+  const bool coalesced = smem_c <= 40 * 1024 && !(env && std::strcmp(env, "rows") == 0);
   SwaDecodeArgs a{p.qkv, p.ld_qkv, p.out, p.ld_out, p.slots, p.positions, p.ring_k, p.ring_v,
                   s.heads, s.head_dim, s.rotary_dim, s.window, s.ring_size, s.rope_base,
                   s.scale * kLog2e};
@@ -156,8 +195,9 @@ cudaError_t launch_swa_decode(const ops::SwaDecodeParams& p, cudaStream_t stream
     const dim3 grid(unsigned(p.n_tokens), unsigned(s.heads));
     constexpr int vec = int(16 / sizeof(T));
     if (s.head_dim % vec == 0 && aligned_to(p.ring_k, 16) && aligned_to(p.ring_v, 16))
-      return launch_pdl(swa_decode_kernel<T, vec>, grid, kThreads, smem, stream, a);
-    return launch_pdl(swa_decode_kernel<T, 1>, grid, kThreads, smem, stream, a);
+      return coalesced ? launch_pdl(swa_decode_kernel<T, vec, true>, grid, kThreads, smem_c, stream, a)
+                       : launch_pdl(swa_decode_kernel<T, vec, false>, grid, kThreads, smem, stream, a);
+    return launch_pdl(swa_decode_kernel<T, 1, false>, grid, kThreads, smem, stream, a);
   });
 }
 
