@@ -90,17 +90,23 @@ template <class T, class TO, int M, XFrom FROM, int NCH>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(ops::GemmParams p, XStage st) {
   extern __shared__ __align__(16) unsigned char gemv_smem[];
   const int lane = threadIdx.x & 31;
-  const int64_t n = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  int64_t n = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  // NCH > 0: the grid may be smaller than the rows (one wave, see launch_chunks); each warp
+  // takes rows n, n + stride, ... and loads the next row right after using the current one.
+  const int64_t stride = int64_t(gridDim.x) * kWarps;
   pdl_trigger();
   const T* w = static_cast<const T*>(p.w) + (n < p.n ? n : 0) * p.k;
   // The weights are constant: start fetching this warp's row before the previous kernel ends.
   uint4 wr[NCH > 0 ? NCH : 1];
-  if constexpr (NCH > 0) {
+  auto load_row = [&](const T* row) {
 #pragma unroll
     for (int c = 0; c < NCH; ++c) {
       const int64_t kk = int64_t(lane + 32 * c) * kVec;
-      wr[c] = kk < p.k ? __ldg(reinterpret_cast<const uint4*>(w + kk)) : make_uint4(0u, 0u, 0u, 0u);
+      wr[c] = kk < p.k ? __ldg(reinterpret_cast<const uint4*>(row + kk)) : make_uint4(0u, 0u, 0u, 0u);
     }
+  };
+  if constexpr (NCH > 0) {
+    load_row(w);
   } else {
 #pragma unroll
     for (int j = 0; j < 4; ++j)
@@ -115,54 +121,59 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(ops::GemmParams p, XStag
     __syncthreads();  // every thread of the CTA stages, including those past n
     x = xs;
   }
-  if (n >= p.n) return;
-  float acc[M];
+  for (; n < p.n; n += stride) {
+    float acc[M];
 #pragma unroll
-  for (int r = 0; r < M; ++r) acc[r] = 0.f;
-  // acc[r] += this chunk of W (wv) . the same columns of X's row r
-  auto chunk = [&](const float (&wv)[kVec], int64_t k) {
+    for (int r = 0; r < M; ++r) acc[r] = 0.f;
+    // acc[r] += this chunk of W (wv) . the same columns of X's row r
+    auto chunk = [&](const float (&wv)[kVec], int64_t k) {
 #pragma unroll
-    for (int r = 0; r < M; ++r) {
-      float xv[kVec];
-      load_pack<T, kVec>(x + r * p.ldx + k, xv);
+      for (int r = 0; r < M; ++r) {
+        float xv[kVec];
+        load_pack<T, kVec>(x + r * p.ldx + k, xv);
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) acc[r] = fmaf(wv[i], xv[i], acc[r]);
-    }
-  };
-  if constexpr (NCH > 0) {
+        for (int i = 0; i < kVec; ++i) acc[r] = fmaf(wv[i], xv[i], acc[r]);
+      }
+    };
+    if constexpr (NCH > 0) {
 #pragma unroll
-    for (int c = 0; c < NCH; ++c) {
-      const int64_t k = int64_t(lane + 32 * c) * kVec;
-      if (k < p.k) {
-        Pack<T, kVec> pk;
-        static_assert(sizeof(pk) == sizeof(uint4), "a chunk is 16 bytes");
-        memcpy(&pk, &wr[c], sizeof(pk));
+      for (int c = 0; c < NCH; ++c) {
+        const int64_t k = int64_t(lane + 32 * c) * kVec;
+        if (k < p.k) {
+          Pack<T, kVec> pk;
+          static_assert(sizeof(pk) == sizeof(uint4), "a chunk is 16 bytes");
+          memcpy(&pk, &wr[c], sizeof(pk));
+          float wv[kVec];
+#pragma unroll
+          for (int i = 0; i < kVec; ++i) wv[i] = to_f(pk.v[i]);
+          chunk(wv, k);
+        }
+      }
+      // the next row streams in while this one is reduced and stored
+      if (n + stride < p.n) load_row(w + stride * p.k);
+    } else {
+#pragma unroll 4
+      for (int64_t k = int64_t(lane) * kVec; k < p.k; k += 32 * kVec) {
         float wv[kVec];
-#pragma unroll
-        for (int i = 0; i < kVec; ++i) wv[i] = to_f(pk.v[i]);
+        load_pack<T, kVec>(w + k, wv);
         chunk(wv, k);
       }
     }
-  } else {
-#pragma unroll 4
-    for (int64_t k = int64_t(lane) * kVec; k < p.k; k += 32 * kVec) {
-      float wv[kVec];
-      load_pack<T, kVec>(w + k, wv);
-      chunk(wv, k);
-    }
-  }
 #pragma unroll
-  for (int r = 0; r < M; ++r) acc[r] = warp_sum(acc[r]);
-  if (lane == 0) {
-    const float b = !p.bias ? 0.f : p.bias_f32 ? static_cast<const float*>(p.bias)[n]
-                                               : to_f(static_cast<const T*>(p.bias)[n]);
-    TO* y = static_cast<TO*>(p.y);
+    for (int r = 0; r < M; ++r) acc[r] = warp_sum(acc[r]);
+    if (lane == 0) {
+      const float b = !p.bias ? 0.f : p.bias_f32 ? static_cast<const float*>(p.bias)[n]
+                                                 : to_f(static_cast<const T*>(p.bias)[n]);
+      TO* y = static_cast<TO*>(p.y);
 #pragma unroll
-    for (int r = 0; r < M; ++r) {
-      TO* dst = y + r * p.ldy + n;
-      const float prev = p.accumulate ? to_f(*dst) : 0.f;
-      *dst = from_f<TO>(prev + acc[r] + b);
+      for (int r = 0; r < M; ++r) {
+        TO* dst = y + r * p.ldy + n;
+        const float prev = p.accumulate ? to_f(*dst) : 0.f;
+        *dst = from_f<TO>(prev + acc[r] + b);
+      }
     }
+    if constexpr (NCH == 0) break;  // the loop kernels' grid covers every row
+    w += stride * p.k;
   }
 }
 
@@ -174,6 +185,26 @@ int row_chunks(const ops::GemmParams& p) {
   return p.k <= 8 * 32 * kVec ? 8 : p.k <= 16 * 32 * kVec ? 16 : 0;
 }
 
+/// Register-resident kernels: at most one wave of CTAs (as many as fit on the GPU at once).
+/// With one CTA per 8 rows, fc1's 7168 rows (896 CTAs, 4 per SM at 64 registers) ran in two
+/// waves: the second wave's CTAs started their weight loads, and redid the fused RMSNorm, only
+/// as first-wave CTAs retired; with the row loop every warp has its next row in flight at once
+/// and the fused op runs once per CTA. BASED_CORE_GEMV=grid keeps one CTA per 8 rows (A/B).
+template <class K>
+unsigned one_wave(K kernel, const ops::GemmParams& p, std::size_t smem) {
+  const unsigned rows_grid = unsigned(ceil_div(p.n, kWarps));
+  const char* e = std::getenv("BASED_CORE_GEMV");
+  if (e && std::strcmp(e, "grid") == 0) return rows_grid;
+  int dev = 0, sms = 0, per_sm = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem) != cudaSuccess || per_sm <= 0) {
+    cudaGetLastError();  // no occupancy figure: one CTA per 8 rows, as before
+    return rows_grid;
+  }
+  const unsigned wave = unsigned(sms) * unsigned(per_sm);
+  return rows_grid < wave ? rows_grid : wave;
+}
+
 /// gemv_kernel<T, TO, M, FROM, NCH> for the NCH that row_chunks picks.
 template <class T, class TO, int M, XFrom FROM>
 cudaError_t launch_chunks(const ops::GemmParams& p, const XStage& st, std::size_t smem, cudaStream_t stream) {
@@ -183,8 +214,14 @@ cudaError_t launch_chunks(const ops::GemmParams& p, const XStage& st, std::size_
     return launch_pdl(gemv_kernel<T, TO, M, FROM, 0>, grid, kThreads, smem, stream, p, st);
   } else {
     switch (row_chunks(p)) {
-      case 8: return launch_pdl(gemv_kernel<T, TO, M, FROM, 8>, grid, kThreads, smem, stream, p, st);
-      case 16: return launch_pdl(gemv_kernel<T, TO, M, FROM, 16>, grid, kThreads, smem, stream, p, st);
+      case 8: {
+        const auto k = gemv_kernel<T, TO, M, FROM, 8>;
+        return launch_pdl(k, one_wave(k, p, smem), kThreads, smem, stream, p, st);
+      }
+      case 16: {
+        const auto k = gemv_kernel<T, TO, M, FROM, 16>;
+        return launch_pdl(k, one_wave(k, p, smem), kThreads, smem, stream, p, st);
+      }
       default: return launch_pdl(gemv_kernel<T, TO, M, FROM, 0>, grid, kThreads, smem, stream, p, st);
     }
   }
