@@ -64,36 +64,24 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-/// Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread gets the result.
-/// `scratch` holds >= 33 floats; the call contains two __syncthreads.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
+/// Sum (MAX = false) or max over the block (blockDim.x a multiple of 32, <= 1024); every thread
+/// gets the result. `scratch` holds >= 33 floats; the call contains two __syncthreads.
+template <bool MAX>
+__device__ __forceinline__ float block_reduce(float v, float* scratch) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  v = warp_sum(v);
+  v = MAX ? warp_max(v) : warp_sum(v);
   if (lane == 0) scratch[warp] = v;
   __syncthreads();
   if (warp == 0) {
-    float s = lane < nwarps ? scratch[lane] : 0.f;
-    s = warp_sum(s);
-    if (lane == 0) scratch[32] = s;
+    float r = lane < nwarps ? scratch[lane] : MAX ? -INFINITY : 0.f;
+    r = MAX ? warp_max(r) : warp_sum(r);
+    if (lane == 0) scratch[32] = r;
   }
   __syncthreads();
   return scratch[32];
 }
-
-/// Max over the block, as block_sum (two __syncthreads, `scratch` >= 33 floats).
-__device__ __forceinline__ float block_max(float v, float* scratch) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  v = warp_max(v);
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    float m = lane < nwarps ? scratch[lane] : -INFINITY;
-    m = warp_max(m);
-    if (lane == 0) scratch[32] = m;
-  }
-  __syncthreads();
-  return scratch[32];
-}
+__device__ __forceinline__ float block_sum(float v, float* scratch) { return block_reduce<false>(v, scratch); }
+__device__ __forceinline__ float block_max(float v, float* scratch) { return block_reduce<true>(v, scratch); }
 
 // ---- programmatic dependent launch (PDL, sm_90+) ----
 // A decode step is a chain of short weight-streaming kernels; with PDL the next kernel's CTAs
