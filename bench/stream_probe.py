@@ -71,8 +71,9 @@ def main(argv=None) -> int:
     print(f"{'buffer':>24} {'MB':>8} {'sum (read)':>20} {'copy (read+write)':>20}")
     for label, nbytes in sizes:
         r = probe(nbytes, device, a.iters)
-        print(f"{label:>24} {nbytes / 1e6:8.1f} {r['sum_us']:9.1f} ({r['sum_gbs']:7.0f}) "
-              f"{r['copy_us']:9.1f} ({r['copy_gbs']:7.0f})", flush=True)
+        # .4g, not .0f: a slow CPU run moves well under 1 GB/s and must not print as 0
+        print(f"{label:>24} {nbytes / 1e6:8.1f} {r['sum_us']:9.1f} ({r['sum_gbs']:7.4g}) "
+              f"{r['copy_us']:9.1f} ({r['copy_gbs']:7.4g})", flush=True)
     return 0
 
 

@@ -24,3 +24,6 @@ def test_cpu_run_prints_a_row_per_buffer(capsys):
     for r in rows:
         us = [float(tok) for tok in r.replace("(", " ").replace(")", " ").split()[4:]]
         assert len(us) == 4 and all(v > 0 for v in us)
+        sum_us, sum_gbs, copy_us, copy_gbs = us
+        # the rates are the bytes moved over the time printed beside them (copy moves twice as many)
+        assert copy_gbs * copy_us == pytest.approx(2 * sum_gbs * sum_us, rel=0.05)  # the times print to 0.1 us
