@@ -9,6 +9,7 @@
 #include <string>
 
 #include "gemm_cublaslt.h"
+#include "graph_info.h"
 #include "kernels.h"
 
 namespace based_core {
@@ -426,6 +427,7 @@ void* CudaBackend::capture_graph(const std::function<void()>& fn) {
   }
   cudaGraph_t graph = nullptr;
   BASED_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+  if (graph_info_enabled()) describe_graph(graph, stderr);
   cudaGraphExec_t exec = nullptr;
   const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
   cudaGraphDestroy(graph);
