@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -85,13 +86,13 @@ void describe_graph(cudaGraph_t graph, std::FILE* out) {
   std::vector<cudaGraphEdgeData> data(n_edges);
   cudaGraphGetNodes(graph, nodes.data(), &n_nodes);
   BC_GRAPH_GET_EDGES(graph, from.data(), to.data(), data.data(), &n_edges);
-  std::map<cudaGraphNode_t, bool> programmatic_in;
+  std::set<cudaGraphNode_t> programmatic_in;  // nodes with a programmatic incoming edge
   int programmatic = 0, launch_completion = 0;
   for (std::size_t i = 0; i < n_edges; ++i) {
     if (data[i].type != cudaGraphDependencyTypeProgrammatic) continue;
     ++programmatic;
     if (data[i].from_port == cudaGraphKernelNodePortLaunchCompletion) ++launch_completion;
-    programmatic_in[to[i]] = true;
+    programmatic_in.insert(to[i]);
   }
   std::map<std::string, Counts> by_name;
   int kernels = 0;
