@@ -3,8 +3,9 @@
 Configurations: based-1b B2 L4096, based-360m B2 L16384, and B16 L1024 for
 both (quick: the first two and 1b B16 L1024).
 based_core: one Session.prefill_batch(slots, prompts, logits="last") (the
-prompts are packed into forward passes of the default prefill_chunk, 8192 rows
-on CUDA; each mixer still runs per sequence);
+prompts are packed into forward passes of the default prefill_chunk: on CUDA as
+many rows as fit in 1 GiB of workspace, 32768 for based-360m, 16384 for based-1b;
+each mixer still runs per sequence);
 tokens/ms = B*L / total time (the call synchronizes before returning).
 Peer: the Llama-style Transformer of the same size (llama_peer.py) running the
 whole batch in one causal forward pass (SDPA), last-token logits only.
@@ -35,7 +36,7 @@ def run(args):
     sec = ctx.section("M6", "Model prefill throughput (logits of the last token)", "prefill tokens/ms", "tok/ms",
                       "higher", [
         "based_core: one Session.prefill_batch over the B prompts (packed into passes of the default prefill_chunk: "
-        "8192 rows on CUDA), wall time incl. the final sync.",
+        "on CUDA the rows that fit in 1 GiB of workspace, 32768 for 360m, 16384 for 1b), wall time incl. the final sync.",
         "peer: one batched causal forward of the same-size Llama (SDPA), CUDA events.",
         "limit: 790 TFLOP/s / (2 * parameters) per token (PERFORMANCE.md 1d; excludes attention/LA FLOPs).",
         f"median of {reps} runs after one warm-up run.",

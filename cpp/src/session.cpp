@@ -9,6 +9,7 @@
 
 #include "based_core/backends.h"
 #include "based_core/error.h"
+#include "prefill_chunk.h"
 
 namespace based_core {
 
@@ -65,17 +66,21 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& optio
   if (options_.prefill_chunk < 0 || options_.prefill_chunk > (1 << 20))
     throw InvalidArgument("prefill_chunk: expected 0 (auto) or 1..1048576, got " +
                           std::to_string(options_.prefill_chunk));
-  // CUDA: long passes cut the kernel count of long prefills and let cuBLASLt pick larger
-  // tiles (based-1b B2 L4096, one prompt per pass: 2048 -> 4096 rows gave +1.8% tokens/ms,
-  // bench/profile_prefill.py); 8192 rows let prefill_batch run two 4096-token prompts (M6)
-  // in one pass over the weights, for ~256 MiB of based-1b workspace.
-  if (options_.prefill_chunk == 0) options_.prefill_chunk = model_->device().is_cuda() ? 8192 : 512;
   if (options_.max_context < 0) throw InvalidArgument("max_context: expected >= 0 (0 = no limit)");
   be_ = backend_for(model_->device());
   const ModelConfig& c = model_->config();
   const DType act = model_->activation_dtype();
   const std::size_t as = dtype_size(act);
   const std::size_t S = std::size_t(options_.max_slots);
+  const int64_t qk = 2 * c.la_heads * c.la_feature_dim;
+  big_cols_ = std::max({2 * c.conv_channels, qk + c.d_model, 3 * c.d_model, 2 * c.n_inner});
+  mid_cols_ = std::max({c.conv_channels, c.d_model, c.n_inner});
+  // Workspace per row: the fp32 residual, the normed input, the widest and the middle
+  // projection outputs, five int32 index columns.
+  const std::size_t row_bytes =
+      std::size_t(c.d_model) * (4 + as) + std::size_t(big_cols_ + mid_cols_) * as + 5 * 4;
+  if (options_.prefill_chunk == 0)
+    options_.prefill_chunk = default_prefill_chunk(row_bytes, model_->device().is_cuda());
   max_rows_ = std::max<int64_t>(options_.prefill_chunk, options_.max_slots);
 
   // Work out every size first so an out-of-memory error can state the total.
@@ -98,12 +103,8 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& optio
     }
     for (std::size_t b : st.bytes_per_slot) slot_bytes_ += b;
   }
-  const int64_t qk = 2 * c.la_heads * c.la_feature_dim;
-  big_cols_ = std::max({2 * c.conv_channels, qk + c.d_model, 3 * c.d_model, 2 * c.n_inner});
-  mid_cols_ = std::max({c.conv_channels, c.d_model, c.n_inner});
   const std::size_t R = std::size_t(max_rows_);
-  std::size_t work = R * std::size_t(c.d_model) * (4 + as) + R * std::size_t(big_cols_ + mid_cols_) * as +
-                     R * 5 * 4 + std::size_t(options_.max_slots) * std::size_t(c.vocab_padded) * 4;
+  std::size_t work = R * row_bytes + std::size_t(options_.max_slots) * std::size_t(c.vocab_padded) * 4;
   const double total = double(slot_bytes_) * double(S) + double(work);
 
   auto alloc = [&](std::size_t bytes) -> void* {

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "prefill_chunk.h"
 #include "tiny_model.h"
 
 using namespace based_core;
@@ -209,4 +210,20 @@ TEST_CASE("slots: prefill_batch gives what prefill per slot gives, across pass b
       CHECK(packed.save_slot(slot) == alone.save_slot(slot));  // the states, byte for byte
     }
   }
+}
+
+TEST_CASE("prefill_chunk: the CUDA default fits the workspace budget, the CPU default is 512") {
+  CHECK(based_core::default_prefill_chunk(30740, false) == 512);
+  // based-360m (~30 KiB a row) gets the longest pass, based-1b (~53 KiB) half of it
+  CHECK(based_core::default_prefill_chunk(30740, true) == 32768);
+  CHECK(based_core::default_prefill_chunk(53780, true) == 16384);
+  for (std::size_t row : {1000u, 30740u, 32769u, 53780u, 65537u, 131072u}) {
+    const int64_t rows = based_core::default_prefill_chunk(row, true);
+    CHECK(rows >= 8192);
+    CHECK(rows <= 32768);
+    // within the budget unless already at the 8192-row floor; the next longer pass would not fit
+    if (rows > 8192) CHECK(std::size_t(rows) * row <= based_core::kPrefillWorkspaceBudget);
+    if (rows < 32768) CHECK(std::size_t(rows) * 2 * row > based_core::kPrefillWorkspaceBudget);
+  }
+  CHECK(based_core::default_prefill_chunk(1u << 20, true) == 8192);  // floor, past the budget
 }

@@ -47,10 +47,12 @@ struct SessionOptions {
   /// batch. Memory: max_slots * state_bytes_per_slot() plus the workspace.
   int max_slots = 1;
   /// Rows (tokens) per forward pass while prefilling, 1..2^20, or 0 for the
-  /// device's default (8192 on CUDA, 512 on the CPU). Longer prompts are run in
-  /// chunks (the state carries over); prefill_batch packs several prompts into
-  /// one pass. The workspace grows linearly with max(prefill_chunk, max_slots)
-  /// rows (based-1b on CUDA: ~32 KB per row, ~256 MiB at 8192).
+  /// device's default: 512 on the CPU; on CUDA the largest of 32768, 16384 and
+  /// 8192 rows whose workspace fits in 1 GiB (based-360m: 32768 rows, ~960 MiB;
+  /// based-1b: 16384 rows, ~840 MiB). Longer prompts are run in chunks (the
+  /// state carries over); prefill_batch packs several prompts into one pass.
+  /// The workspace grows linearly with max(prefill_chunk, max_slots) rows
+  /// (based-1b on CUDA: ~53 KB per row); set a smaller chunk to save memory.
   int64_t prefill_chunk = 512;
   /// > 0: a call that would grow a sequence past this many tokens (prompt plus
   /// generated) throws InvalidArgument instead. 0: no limit (memory does not
