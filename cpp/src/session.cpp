@@ -76,9 +76,9 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& optio
   big_cols_ = std::max({2 * c.conv_channels, qk + c.d_model, 3 * c.d_model, 2 * c.n_inner});
   mid_cols_ = std::max({c.conv_channels, c.d_model, c.n_inner});
   // Workspace per row: the fp32 residual, the normed input, the widest and the middle
-  // projection outputs, five int32 index columns.
+  // projection outputs, six int32 index columns (ids_, slot_ids_, rows_, argmax_out_, iota_, steps_).
   const std::size_t row_bytes =
-      std::size_t(c.d_model) * (4 + as) + std::size_t(big_cols_ + mid_cols_) * as + 5 * 4;
+      std::size_t(c.d_model) * (4 + as) + std::size_t(big_cols_ + mid_cols_) * as + 6 * 4;
   if (options_.prefill_chunk == 0)
     options_.prefill_chunk = default_prefill_chunk(row_bytes, model_->device().is_cuda());
   max_rows_ = std::max<int64_t>(options_.prefill_chunk, options_.max_slots);
