@@ -7,6 +7,9 @@ prompts are packed into forward passes of the default prefill_chunk: on CUDA as
 many rows as fit in 1 GiB of workspace, 32768 for based-360m, 16384 for based-1b;
 each mixer still runs per sequence);
 tokens/ms = B*L / total time (the call synchronizes before returning).
+The prompts are int32 numpy arrays built before the timer starts, as the peer's
+token tensor is; the time with Python lists of ints (their conversion included)
+is recorded as the extra `list_input_tok_ms`.
 Peer: the Llama-style Transformer of the same size (llama_peer.py) running the
 whole batch in one causal forward pass (SDPA), last-token logits only.
 Gates: as M4 (based_core vs the fp32 reference model; the peer vs itself).
@@ -17,6 +20,7 @@ from __future__ import annotations
 import time
 
 import common
+import numpy as np
 from common import result
 import torch
 
@@ -36,7 +40,9 @@ def run(args):
     sec = ctx.section("M6", "Model prefill throughput (logits of the last token)", "prefill tokens/ms", "tok/ms",
                       "higher", [
         "based_core: one Session.prefill_batch over the B prompts (packed into passes of the default prefill_chunk: "
-        "on CUDA the rows that fit in 1 GiB of workspace, 32768 for 360m, 16384 for 1b), wall time incl. the final sync.",
+        "on CUDA the rows that fit in 1 GiB of workspace, 32768 for 360m, 16384 for 1b), wall time incl. the final sync; "
+        "prompts as int32 arrays built before timing (as the peer's token tensor); list_input_tok_ms: the same call "
+        "with Python lists of ints.",
         "peer: one batched causal forward of the same-size Llama (SDPA), CUDA events.",
         "limit: 790 TFLOP/s / (2 * parameters) per token (PERFORMANCE.md 1d; excludes attention/LA FLOPs).",
         f"median of {reps} runs after one warm-up run.",
@@ -97,18 +103,21 @@ def run(args):
             s = None
             try:
                 s = model.session(max_batch=B)
-                prompts = models.random_prompts(B, L, tok_vocab)
+                lists = models.random_prompts(B, L, tok_vocab)
+                arrays = [np.asarray(p, dtype=np.int32) for p in lists]
 
-                def once():
+                def once(prompts):
                     t = time.perf_counter()
                     s.prefill_batch(list(range(B)), prompts, logits="last")
                     dt = time.perf_counter() - t
                     s.reset()
                     return dt * 1e3
 
-                once()  # warm-up: workspaces, cuBLAS heuristics
-                ms = [once() for _ in range(reps)]
-                result(ctx, e, label, "based_core", "ok", [B * L / m for m in ms], gate=bg)
+                once(arrays)  # warm-up: workspaces, cuBLAS heuristics
+                ms = [once(arrays) for _ in range(reps)]
+                ms_lists = [once(lists) for _ in range(reps)]
+                result(ctx, e, label, "based_core", "ok", [B * L / m for m in ms], gate=bg,
+                       extra={"list_input_tok_ms": round(B * L / float(np.median(ms_lists)), 1)})
             except Exception as ex:
                 result(ctx, e, label, "based_core", "error", message=ctx.failed(ex))
             finally:
