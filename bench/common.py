@@ -224,9 +224,21 @@ def time_wall(fn: Callable, cuda: bool, warmup: int = 10, iters: int = 20,
     return out
 
 
+def busy_us(kernels) -> float:
+    """GPU time covered by (start, duration) kernel intervals: their union, so that kernels
+    overlapping under programmatic dependent launch count once (the sum when none overlap)."""
+    total, end = 0.0, float("-inf")
+    for t, d in sorted(kernels):
+        if t + d > end:
+            total += t + d - max(t, end)
+            end = t + d
+    return total
+
+
 def time_kernels(fn: Callable, cuda: bool, warmup: int = 10, iters: int = 20,
                  before: Optional[Callable] = None, skip_names=("at::native",)):
-    """(ms per call, method): each call's summed GPU kernel time from CUPTI.
+    """(ms per call, method): each call's GPU kernel time from CUPTI (the union of its kernels'
+    intervals: gaps between kernels excluded, overlapping kernels counted once).
 
     Kernels whose name contains one of skip_names (torch's own, e.g. the L2
     flush in before()) are left out. Calls are told apart by counting: every
@@ -260,7 +272,7 @@ def time_kernels(fn: Callable, cuda: bool, warmup: int = 10, iters: int = 20,
         if not ks or len(ks) % iters:
             raise RuntimeError(f"{len(ks)} kernels for {iters} calls")
         k = len(ks) // iters
-        per = [sum(d for _, d in ks[i * k:(i + 1) * k]) / 1e3 for i in range(iters)]
+        per = [busy_us(ks[i * k:(i + 1) * k]) / 1e3 for i in range(iters)]
         return per, f"cupti ({k} kernel{'s' if k > 1 else ''}/call)"
     except Exception as e:  # profiler missing or confused: the host clock still works
         print(f"  kernel timing unavailable ({type(e).__name__}: {e}); using wall time", flush=True)

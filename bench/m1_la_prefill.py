@@ -5,7 +5,7 @@ Candidates (all on [B, T, H, *] inputs, PERFORMANCE.md section 5):
   [B, T, H, f] / [B, T, H, dv] tensors themselves (FLA's layout, zero-copy: the
   op reads the strides), states [B, H, D, dv] / [B, H, D]; no layout transposes.
 - based_core, per sequence: B calls on [T, H, *] views, one per sequence and state;
-  summed kernel time.
+  GPU kernel time (the union of the kernels' intervals, as for every based_core op).
 - FLA 0.6.0 `parallel_based` and `fused_chunk_based` (Triton), keyword arguments.
 - PyTorch SDPA, causal softmax attention at head dim 64 ([B, H, T, 64], flash
   backend): an attention-class reference (a different op: no gate).
@@ -53,7 +53,8 @@ def run(args):
     ctx = common.Ctx(args, "m1_la_prefill.py")
     sec = ctx.section("M1", "Linear-attention prefill op (f=16, bf16 in/out, fp32 state)", "time", "ms", "lower", [
         "based_core 'batched' (headline): one la_prefill call on the [B, T, H, *] tensors (no copies, no "
-        "transposes); 'per sequence': B calls on [T, H, *] views, summed GPU kernel time.",
+        "transposes); 'per sequence': B calls on [T, H, *] views. A segmented call (short batches) is 3 kernels "
+        "chained by PDL: their overlap counts once.",
         "based_core times are GPU kernel time from CUPTI (the op runs on its own stream and syncs); "
         "peers: CUDA events. No L2 flush: inputs are 24 MB (B=1) to 400 MB.",
         "limit: max(tensor FLOPs / 790 TFLOP/s, bytes / 3.0 TB/s), PERFORMANCE.md 1a (273-dim state).",

@@ -265,6 +265,10 @@ __global__ void __launch_bounds__(32 * MAXW, MAXW <= kMinWarps ? 2 : 1) la_tc_ke
 /// ws[s] (holding segment s's state contribution for s < n_seg - 1) := the incoming state plus
 /// the contributions of segments 0..s-1, in the kernels' fragment layout. One thread per float4.
 __global__ void __launch_bounds__(256) la_chunk_scan_kernel(const ChunkArgs a) {
+  // Launched with PDL behind the delta pass: everything below reads its output (and the state,
+  // which earlier kernels wrote). The output pass may launch once every CTA got here.
+  pdl_wait();
+  pdl_trigger();
   const int h = blockIdx.y, nw = a.nw;
   const int64_t row_h = int64_t(blockIdx.z) * a.heads + h, rows_total = int64_t(a.heads) * gridDim.z;
   const int u = blockIdx.x * blockDim.x + threadIdx.x;
@@ -335,8 +339,8 @@ std::size_t la_prefill_tc_segment_bytes(int64_t rows, int head_dim) {
 
 cudaError_t latc::launch_la_chunk_scan(const ChunkArgs& a, int64_t n_seqs, cudaStream_t stream) {
   const int slots = a.nw * kNI * 32 + kFeat / 4;  // float4s per (sequence, head) row
-  la_chunk_scan_kernel<<<dim3(unsigned((slots + 255) / 256), unsigned(a.heads), unsigned(n_seqs)), 256, 0, stream>>>(a);
-  return cudaGetLastError();
+  return launch_pdl(la_chunk_scan_kernel, dim3(unsigned((slots + 255) / 256), unsigned(a.heads), unsigned(n_seqs)),
+                    dim3(256), 0, stream, a);
 }
 
 cudaError_t launch_la_prefill_tc(const ops::LaPrefillParams& p, cudaStream_t stream, void* workspace,
@@ -362,7 +366,7 @@ cudaError_t launch_la_prefill_tc(const ops::LaPrefillParams& p, cudaStream_t str
       return launch_segmented(
           a, p, per_sm, seg_bytes, workspace, workspace_bytes,
           [&](bool delta, unsigned* units) { assign_units(a.nw, delta, units); },
-          [&](const ChunkArgs& c, dim3 grid, auto delta) { return launch_tc_any<T, decltype(delta)::value>(c, grid, stream); },
+          [&](const ChunkArgs& c, dim3 grid, auto delta, bool) { return launch_tc_any<T, decltype(delta)::value>(c, grid, stream); },
           stream);
     }
   });

@@ -93,7 +93,8 @@ cudaError_t launch_la_chunk_scan(const ChunkArgs& a, int64_t n_seqs, cudaStream_
 /// output pass alone; with more, first a delta pass over segments 0..n_seg-2 (each one's state
 /// contribution into the workspace) and the scan that makes those each segment's start state.
 /// `assign(delta, units)` picks the warps' generation units for a pass; `pass(args, grid,
-/// std::bool_constant<DELTA>{})` launches it.
+/// std::bool_constant<DELTA>{}, after_scan)` launches it (after_scan: the scan kernel precedes
+/// it, so it may be launched with PDL; the scan itself always is, behind the delta pass).
 template <class Assign, class Pass>
 cudaError_t launch_segmented(ChunkArgs a, const ops::LaPrefillParams& p, int per_sm, std::size_t seg_row_bytes,
                              void* workspace, std::size_t workspace_bytes, Assign&& assign, Pass&& pass,
@@ -107,13 +108,13 @@ cudaError_t launch_segmented(ChunkArgs a, const ops::LaPrefillParams& p, int per
   if (a.n_seg > 1) {
     ChunkArgs d = a;
     assign(true, d.units);
-    cudaError_t e = pass(d, dim3(unsigned(a.n_seg - 1), heads, seqs), std::true_type{});
+    cudaError_t e = pass(d, dim3(unsigned(a.n_seg - 1), heads, seqs), std::true_type{}, false);
     if (e != cudaSuccess) return e;
     e = launch_la_chunk_scan(a, p.n_seqs, stream);
     if (e != cudaSuccess) return e;
   }
   assign(false, a.units);
-  return pass(a, dim3(unsigned(a.n_seg), heads, seqs), std::false_type{});
+  return pass(a, dim3(unsigned(a.n_seg), heads, seqs), std::false_type{}, a.n_seg > 1);
 }
 
 // ---- PTX wrappers (more in mma_ptx.cuh) ----

@@ -33,7 +33,9 @@
 // Short batches (few sequence-head rows) split the sequence into segments: pass A computes each
 // segment's state contribution (update only), a scan turns them into prefix states (from the
 // incoming state), pass B runs the full recurrence per segment from its prefix; only the last
-// segment writes S and z back.
+// segment writes S and z back. The scan and pass B are launched with PDL, so each is resident
+// (pass B with its shared-memory tables set up) when the kernel before it ends: B1 H16 L8192
+// hd64 86 -> 82 us, hd112 134 -> 131 us on the H100.
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -317,6 +319,9 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) la_wg_kernel(cons
   float* z_h = a.z + row_h * a.D;
   const bool from_ws = !DELTA && a.n_seg > 1;
   const int col0 = 16 * w;  // this warp's first state column (S^T rows col0 + g, col0 + g + 8)
+  // The delta pass lets the scan launch at once (it waits for this grid to finish); the output
+  // pass, launched with PDL behind the scan, sets up its shared memory before it waits.
+  if (DELTA) pdl_trigger();
 
   // ---- tables, constant tiles, zeroed buffers ----
   {
@@ -347,6 +352,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) la_wg_kernel(cons
     vw.n = (kC * cpr + NTHR - 1) / NTHR;
   }
   const int nv0 = int(min64(kC, tend - tbeg));
+  if (!DELTA) pdl_wait();  // no global memory was touched above
   issue_loads<T, DELTA, NWG>(a, qb, kb, vb, sm, L, sm + L.vext, h, tbeg, nv0, tid, vw);
   kt_store<T>(sm, L, wg_kt_load<T>(a, kb, h, tbeg, nv0, tid), nv0, tid);
 
@@ -555,11 +561,12 @@ void assign_units(int nw, bool delta, unsigned* units) {
 }
 
 template <class T, bool DELTA, int NWG>
-cudaError_t launch_wg(const ChunkArgs& a, dim3 grid, cudaStream_t stream) {
+cudaError_t launch_wg(const ChunkArgs& a, dim3 grid, bool pdl, cudaStream_t stream) {
   static std::atomic<unsigned long long> configured{0};
   constexpr int smem = make_layout(NWG).total;
   cudaError_t e = ensure_smem(la_wg_kernel<T, DELTA, NWG>, smem, configured);
   if (e != cudaSuccess) return e;
+  if (pdl) return launch_pdl(la_wg_kernel<T, DELTA, NWG>, grid, dim3(128 * NWG), smem, stream, a);
   la_wg_kernel<T, DELTA, NWG><<<grid, 128 * NWG, smem, stream>>>(a);
   return cudaGetLastError();
 }
@@ -617,9 +624,10 @@ cudaError_t launch_la_prefill_wg(const ops::LaPrefillParams& p, cudaStream_t str
       return latc::launch_segmented(
           a, p, per_sm, seg_bytes, workspace, workspace_bytes,
           [&](bool delta, unsigned* units) { assign_units(nw, delta, units); },
-          [&](const ChunkArgs& c, dim3 grid, auto delta) {
+          [&](const ChunkArgs& c, dim3 grid, auto delta, bool after_scan) {
             constexpr bool kDelta = decltype(delta)::value;
-            return nwg == 1 ? launch_wg<T, kDelta, 1>(c, grid, stream) : launch_wg<T, kDelta, 2>(c, grid, stream);
+            return nwg == 1 ? launch_wg<T, kDelta, 1>(c, grid, after_scan, stream)
+                            : launch_wg<T, kDelta, 2>(c, grid, after_scan, stream);
           },
           stream);
     }

@@ -35,6 +35,7 @@ struct SwaDecodeArgs {
   void* ring_v;
   int heads, hd, rd, window, ring;
   float base, scale_log2;
+  int heads_inner;  // grid (heads, rows) rather than (rows, heads); see launch_swa_decode
 };
 
 // computes: ring[p % R] <- (rot_p(k_i), v_i); o_i = sum_{j=max(0,p-w)}^{p} softmax_j(rot_p(q_i) .
@@ -54,8 +55,8 @@ __global__ void __launch_bounds__(kThreads, 8) swa_decode_kernel(SwaDecodeArgs a
   float* qs = smem;       // [hd] rotated q * scale * log2(e)
   float* sc = smem + hd;  // [window + 1] scores, then probabilities
 
-  const int64_t i = blockIdx.x;
-  const int h = blockIdx.y;
+  const int64_t i = a.heads_inner ? blockIdx.y : blockIdx.x;
+  const int h = a.heads_inner ? blockIdx.x : blockIdx.y;
   const int64_t slot = a.slots[i];
   const int64_t p = a.positions[i];
   const T* row = static_cast<const T*>(a.qkv) + i * a.ld_qkv;
@@ -187,12 +188,17 @@ cudaError_t launch_swa_decode(const ops::SwaDecodeParams& p, cudaStream_t stream
   const int smem_c = smem + int(sizeof(float)) * (s.window + 1) * ((s.head_dim / vec16) | 1);
   const char* env = std::getenv("BASED_CORE_SWA_DECODE");
   const bool coalesced = smem_c <= 40 * 1024 && !(env && std::strcmp(env, "rows") == 0);
+  // The heads of one row run next to each other: their ring rows ([slot][position][head][hd])
+  // share DRAM pages, where rows-first order had concurrent CTAs read one head's 2-3 sectors
+  // per position from the pages of many slots. (grid.y holds at most 65535 rows.)
+  const char* genv = std::getenv("BASED_CORE_SWA_GRID");
+  const int heads_inner = p.n_tokens <= 65535 && !(genv && std::strcmp(genv, "rows-inner") == 0);
   SwaDecodeArgs a{p.qkv, p.ld_qkv, p.out, p.ld_out, p.slots, p.positions, p.ring_k, p.ring_v,
                   s.heads, s.head_dim, s.rotary_dim, s.window, s.ring_size, s.rope_base,
-                  s.scale * kLog2e};
+                  s.scale * kLog2e, heads_inner};
   return dispatch_act_dtype(p.dtype, [&](auto tag) {
     using T = decltype(tag);
-    const dim3 grid(unsigned(p.n_tokens), unsigned(s.heads));
+    const dim3 grid = heads_inner ? dim3(unsigned(s.heads), unsigned(p.n_tokens)) : dim3(unsigned(p.n_tokens), unsigned(s.heads));
     constexpr int vec = int(16 / sizeof(T));
     if (s.head_dim % vec == 0 && aligned_to(p.ring_k, 16) && aligned_to(p.ring_v, 16))
       return coalesced ? launch_pdl(swa_decode_kernel<T, vec, true>, grid, kThreads, smem_c, stream, a)
