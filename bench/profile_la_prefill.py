@@ -5,11 +5,18 @@ the relative error of sequence 0 vs the fp64 reference.
 
     python3 bench/profile_la_prefill.py [--configs 16x8192x64 1x8192x64] [--iters 20]
     python3 bench/profile_la_prefill.py --once 16x8192x64   # one call of each kernel (for ncu)
+    python3 bench/profile_la_prefill.py --per-kernel --configs 1x8192x64   # each kernel of a call
+
+--per-kernel prints, for the default (wgmma) path, the median duration of each kernel of a call
+(a short batch runs delta pass, scan and output pass), their sum, the union of their intervals
+(what M1 reports) and the span from the first start to the last end.
 """
 
 import argparse
+import json
 import os
 import sys
+import tempfile
 
 import torch
 
@@ -36,6 +43,7 @@ def main():
     ap.add_argument("--configs", nargs="+", default=["16x8192x64", "1x8192x64", "16x8192x112", "16x2048x64"])
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--once", default="")
+    ap.add_argument("--per-kernel", action="store_true")
     a = ap.parse_args()
     ops = common.based_core.ops
     H, dev = 16, "cuda"
@@ -53,6 +61,10 @@ def main():
             torch.cuda.synchronize()
             return ops.la_prefill(q, k, v, S, z)
 
+        if a.per_kernel:
+            setenv("")
+            per_kernel(c, call, a.iters)
+            continue
         if a.once:
             for _, kern in VARIANTS:
                 setenv(kern)
@@ -71,6 +83,40 @@ def main():
         del q, k, v, S, z
         common.free_memory(True)
     setenv("")
+
+
+def short_name(kernel: str) -> str:
+    """'void ns::(anonymous namespace)::la_wg_kernel<T, 1, 1>(ChunkArgs)' -> 'la_wg_kernel<T, 1, 1>'."""
+    k = kernel.replace("(anonymous namespace)", "anon").split(" ", 1)[-1] if kernel.startswith("void ") else kernel
+    k = k.split("(")[0]
+    base = k.split("<")[0].split("::")[-1]
+    return base + ("<" + k.split("<", 1)[1].replace("__nv_bfloat16", "bf16") if "<" in k else "")
+
+
+def per_kernel(c, call, iters):
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(5):
+        call()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            call()
+        torch.cuda.synchronize()
+    with tempfile.TemporaryDirectory() as d:
+        prof.export_chrome_trace(os.path.join(d, "t.json"))
+        with open(os.path.join(d, "t.json")) as f:
+            ev = json.load(f)["traceEvents"]
+    ks = sorted((float(e["ts"]), float(e["dur"]), e["name"]) for e in ev if e.get("cat") == "kernel")
+    n = len(ks) // iters
+    calls = [ks[i * n:(i + 1) * n] for i in range(iters)]
+    med = lambda xs: sorted(xs)[len(xs) // 2]
+    each = [med([cl[j][1] for cl in calls]) for j in range(n)]
+    union = med([common.busy_us([(t, d) for t, d, _ in cl]) for cl in calls])
+    span = med([max(t + d for t, d, _ in cl) - cl[0][0] for cl in calls])
+    names = [short_name(ks[j][2]) for j in range(n)]
+    print(f"{c:>12} " + ", ".join(f"{nm} {us:.1f}" for nm, us in zip(names, each)) +
+          f" | sum {sum(each):.1f} union {union:.1f} span {span:.1f} us", flush=True)
 
 
 if __name__ == "__main__":
