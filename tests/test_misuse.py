@@ -78,12 +78,29 @@ def test_wrong_token_types_are_type_errors(model):
         (lambda: model.generate([[1, True]]), r"prompts\[0\]\[1\]: expected an integer, got bool"),
         (lambda: model.generate([[1]], max_new_tokens=2.5), "max_new_tokens: expected an integer"),
         (lambda: s.prefill(0, np.array([1.0, 2.0])), "integer token ids.*float64"),
+        # flat lists take a faster conversion; what it refuses gets the same errors
+        (lambda: s.prefill(0, [1, 2.5]), "integer token ids.*float64"),
+        (lambda: s.prefill(0, [1, "2"]), "integer token ids"),
+        (lambda: s.prefill(0, [True, False]), "integer token ids.*bool"),
+        (lambda: s.prefill_batch([0, 1], [[1, 2], [3, 2**70]]), r"prompts\[1\]: expected integer token ids.*object"),
         (lambda: s.decode([0], [1.5]), r"tokens\[0\]: expected an integer"),
         (lambda: s.decode([0.0], [1]), r"slots\[0\]: expected an integer"),
         (lambda: s.load_slot(0, "not bytes"), "data: expected the bytes"),
     ]:
         with pytest.raises(TypeError, match=msg):
             call()
+
+
+def test_token_lists_and_arrays_give_the_same_logits(model):
+    """Flat lists of ints (numpy ints too) go through array.array; arrays and lists must agree."""
+    ids = [5, 17, 3, 99, 0, 42]
+    a = model.session(max_batch=2)
+    b = model.session(max_batch=2)
+    from_list = based_core.to_numpy(a.prefill_batch([0, 1], [ids, [np.int64(7), 8, True]], logits="all"))
+    from_arrays = based_core.to_numpy(b.prefill_batch([0, 1], [np.array(ids, np.int32), np.array([7, 8, 1])],
+                                                      logits="all"))
+    assert from_list.shape == (9, from_list.shape[1])
+    assert np.array_equal(from_list, from_arrays)
 
 
 # ---------------------------------------------------------------- limits and options

@@ -7,6 +7,7 @@ state update and sampling step runs in the native core.
 
 from __future__ import annotations
 
+import array
 import os
 import threading
 from typing import Iterable, Optional, Sequence
@@ -129,6 +130,14 @@ def load(
 
 def _token_rows(tokens, name: str = "tokens") -> np.ndarray:
     """Converts token ids (list, numpy, torch, ...) to an int64 numpy array."""
+    if isinstance(tokens, list) and tokens and type(tokens[0]) in (int, np.int64, np.int32):
+        # A flat list (a tokenizer's output): array.array converts it at C speed, about twice as
+        # fast as np.asarray (~1% of a long prefill), and refuses floats and strings; anything it
+        # refuses takes the general path below, whose error names the problem.
+        try:
+            return np.frombuffer(array.array("q", tokens), dtype=np.int64)
+        except (TypeError, OverflowError):
+            pass
     if hasattr(tokens, "__dlpack__") and not isinstance(tokens, np.ndarray):
         from .tensors import to_numpy
 
