@@ -231,6 +231,30 @@ def check_swa_decode(device, dtype, B, H, hd, window, seed=0):
         close(got[i], want, dtype, f"swa_decode row {i} pos {p}")
 
 
+def check_swa_decode_grid_orders(monkeypatch, hd, window, B=64, H=16, seed=5):
+    """swa_decode in both CUDA grid orders (BASED_CORE_SWA_GRID: heads of a row adjacent, the
+    default, or rows adjacent): each (row, head) is one CTA either way, so output and rings
+    must be equal bit for bit."""
+    g = gen(seed)
+    n_slots, R_ = B + 3, window + 1
+    slots = torch.randperm(n_slots, generator=g)[:B].to(torch.int32).to("cuda")
+    lens = torch.randint(0, 3 * R_, (B,), generator=g).to(torch.int32).to("cuda")
+    rk = rand((n_slots, R_, H, hd), g, "bfloat16", "cuda")
+    rv = rand((n_slots, R_, H, hd), g, "bfloat16", "cuda")
+    qkv = rand((B, 3, H, hd), g, "bfloat16", "cuda")
+    res = {}
+    for order in ("rows-inner", "heads-inner"):
+        monkeypatch.setenv("BASED_CORE_SWA_GRID", order)
+        k, v = rk.clone(), rv.clone()
+        y = out(based_core.ops.swa_decode(qkv, k, v, slots, lens, window=window))
+        res[order] = (y, k.cpu(), v.cpu())
+    a, b = res["rows-inner"], res["heads-inner"]
+    assert torch.isfinite(a[0]).all()
+    assert torch.equal(a[0], b[0]), "swa_decode output differs between grid orders"
+    assert torch.equal(a[1], b[1]) and torch.equal(a[2], b[2]), "ring rows differ between grid orders"
+    assert not torch.equal(a[1], rk.cpu()), "the step wrote no ring row"
+
+
 def check_conv(device, dtype, T, C, split=None, seed=0):
     g = gen(seed)
     u = rand((T, 2 * C), g, dtype, device)

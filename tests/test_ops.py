@@ -93,6 +93,12 @@ def test_sliding_window_decode(device, dtype, hd, window, B):
     C.check_swa_decode(device, dtype, B, H=2, hd=hd, window=window, seed=B + window)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("hd,window", [(64, 64), (112, 128)])
+def test_sliding_window_decode_grid_orders_agree(monkeypatch, hd, window):
+    C.check_swa_decode_grid_orders(monkeypatch, hd, window)
+
+
 @pytest.mark.parametrize("device,dtype", DEVICES)
 @pytest.mark.parametrize("T", LENGTHS)
 @pytest.mark.parametrize("channels", [96, 100])  # 16-byte vectors for every dtype / for fp32 only
