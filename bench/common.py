@@ -235,6 +235,34 @@ def busy_us(kernels) -> float:
     return total
 
 
+def kernels_per_call(fn: Callable, iters: int, before: Optional[Callable] = None, skip_names=("at::native",)):
+    """[[(start us, duration us, name), ...] per call] of `iters` synchronized calls of fn, from
+    a CUPTI trace (torch.profiler). Kernels whose name contains one of skip_names are left out;
+    calls are told apart by counting (every call launches the same kernels)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    warnings.filterwarnings("ignore", message=".*Profiler clears events.*")  # one cycle is all we use
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            if before:
+                before()
+            torch.cuda.synchronize()
+            fn()
+        torch.cuda.synchronize()
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            events = json.load(f).get("traceEvents", [])
+    ks = sorted((float(e["ts"]), float(e.get("dur", 0.0)), e.get("name", "")) for e in events
+                if e.get("cat") == "kernel" and not any(s in e.get("name", "") for s in skip_names))
+    if not ks or len(ks) % iters:
+        raise RuntimeError(f"{len(ks)} kernels for {iters} calls")
+    k = len(ks) // iters
+    return [ks[i * k:(i + 1) * k] for i in range(iters)]
+
+
 def time_kernels(fn: Callable, cuda: bool, warmup: int = 10, iters: int = 20,
                  before: Optional[Callable] = None, skip_names=("at::native",)):
     """(ms per call, method): each call's GPU kernel time from CUPTI (the union of its kernels'
@@ -251,28 +279,9 @@ def time_kernels(fn: Callable, cuda: bool, warmup: int = 10, iters: int = 20,
     if not cuda:
         return time_wall(fn, False, 0, iters, before), "wall"
     try:
-        from torch.profiler import ProfilerActivity, profile
-
-        torch.cuda.synchronize()
-        warnings.filterwarnings("ignore", message=".*Profiler clears events.*")  # one cycle is all we use
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            for _ in range(iters):
-                if before:
-                    before()
-                torch.cuda.synchronize()
-                fn()
-            torch.cuda.synchronize()
-        with tempfile.TemporaryDirectory() as d:
-            path = os.path.join(d, "trace.json")
-            prof.export_chrome_trace(path)
-            with open(path) as f:
-                events = json.load(f).get("traceEvents", [])
-        ks = sorted((float(e["ts"]), float(e.get("dur", 0.0))) for e in events
-                    if e.get("cat") == "kernel" and not any(s in e.get("name", "") for s in skip_names))
-        if not ks or len(ks) % iters:
-            raise RuntimeError(f"{len(ks)} kernels for {iters} calls")
-        k = len(ks) // iters
-        per = [busy_us(ks[i * k:(i + 1) * k]) / 1e3 for i in range(iters)]
+        calls = kernels_per_call(fn, iters, before, skip_names)
+        k = len(calls[0])
+        per = [busy_us([(t, d) for t, d, _ in c]) / 1e3 for c in calls]
         return per, f"cupti ({k} kernel{'s' if k > 1 else ''}/call)"
     except Exception as e:  # profiler missing or confused: the host clock still works
         print(f"  kernel timing unavailable ({type(e).__name__}: {e}); using wall time", flush=True)

@@ -13,10 +13,8 @@ the relative error of sequence 0 vs the fp64 reference.
 """
 
 import argparse
-import json
 import os
 import sys
-import tempfile
 
 import torch
 
@@ -94,27 +92,14 @@ def short_name(kernel: str) -> str:
 
 
 def per_kernel(c, call, iters):
-    from torch.profiler import ProfilerActivity, profile
-
     for _ in range(5):
         call()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(iters):
-            call()
-        torch.cuda.synchronize()
-    with tempfile.TemporaryDirectory() as d:
-        prof.export_chrome_trace(os.path.join(d, "t.json"))
-        with open(os.path.join(d, "t.json")) as f:
-            ev = json.load(f)["traceEvents"]
-    ks = sorted((float(e["ts"]), float(e["dur"]), e["name"]) for e in ev if e.get("cat") == "kernel")
-    n = len(ks) // iters
-    calls = [ks[i * n:(i + 1) * n] for i in range(iters)]
+    calls = common.kernels_per_call(call, iters, skip_names=())
     med = lambda xs: sorted(xs)[len(xs) // 2]
-    each = [med([cl[j][1] for cl in calls]) for j in range(n)]
+    each = [med([cl[j][1] for cl in calls]) for j in range(len(calls[0]))]
     union = med([common.busy_us([(t, d) for t, d, _ in cl]) for cl in calls])
     span = med([max(t + d for t, d, _ in cl) - cl[0][0] for cl in calls])
-    names = [short_name(ks[j][2]) for j in range(n)]
+    names = [short_name(k[2]) for k in calls[0]]
     print(f"{c:>12} " + ", ".join(f"{nm} {us:.1f}" for nm, us in zip(names, each)) +
           f" | sum {sum(each):.1f} union {union:.1f} span {span:.1f} us", flush=True)
 

@@ -204,17 +204,23 @@ def check_swa(device, dtype, T, H, hd, window, start=0, split=None, seed=0):
         close(rk[p % R_].cpu(), k[p], dtype, f"swa ring key at position {p}")
 
 
-def check_swa_decode(device, dtype, B, H, hd, window, seed=0):
-    g = gen(seed)
-    n_slots = B + 3
-    R_ = window + 1
+def swa_decode_inputs(g, dtype, device, B, H, hd, window):
+    """(slots, lens on the CPU; rings k, v and qkv on `device`) for a swa_decode step of B rows
+    in distinct slots of B + 3, each continuing a sequence of random length and history."""
+    n_slots, R_ = B + 3, window + 1
     slots = torch.randperm(n_slots, generator=g)[:B].to(torch.int32)
-    # each row continues a sequence of random length with a random history
     lens = torch.randint(0, 3 * R_, (B,), generator=g)
     rk = rand((n_slots, R_, H, hd), g, dtype, device)
     rv = rand((n_slots, R_, H, hd), g, dtype, device)
-    rk_before, rv_before = rk.cpu().double(), rv.cpu().double()
     qkv = rand((B, 3, H, hd), g, dtype, device)
+    return slots, lens, rk, rv, qkv
+
+
+def check_swa_decode(device, dtype, B, H, hd, window, seed=0):
+    g = gen(seed)
+    R_ = window + 1
+    slots, lens, rk, rv, qkv = swa_decode_inputs(g, dtype, device, B, H, hd, window)
+    rk_before, rv_before = rk.cpu().double(), rv.cpu().double()
     got = out(based_core.ops.swa_decode(qkv, rk, rv, slots.to(device), lens.to(torch.int32).to(device), window=window))
     x = qkv.cpu().double()
     for i in range(B):
@@ -235,13 +241,8 @@ def check_swa_decode_grid_orders(monkeypatch, hd, window, B=64, H=16, seed=5):
     """swa_decode in both CUDA grid orders (BASED_CORE_SWA_GRID: heads of a row adjacent, the
     default, or rows adjacent): each (row, head) is one CTA either way, so output and rings
     must be equal bit for bit."""
-    g = gen(seed)
-    n_slots, R_ = B + 3, window + 1
-    slots = torch.randperm(n_slots, generator=g)[:B].to(torch.int32).to("cuda")
-    lens = torch.randint(0, 3 * R_, (B,), generator=g).to(torch.int32).to("cuda")
-    rk = rand((n_slots, R_, H, hd), g, "bfloat16", "cuda")
-    rv = rand((n_slots, R_, H, hd), g, "bfloat16", "cuda")
-    qkv = rand((B, 3, H, hd), g, "bfloat16", "cuda")
+    slots, lens, rk, rv, qkv = swa_decode_inputs(gen(seed), "bfloat16", "cuda", B, H, hd, window)
+    slots, lens = slots.to("cuda"), lens.to(torch.int32).to("cuda")
     res = {}
     for order in ("rows-inner", "heads-inner"):
         monkeypatch.setenv("BASED_CORE_SWA_GRID", order)
